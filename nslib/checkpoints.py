@@ -1,0 +1,185 @@
+"""Checkpoints that say what they hold, written atomically, loaded safely.
+
+A checkpoint is a dict saved with ``torch.save`` and read with
+``torch.load(..., weights_only=True)``: the model's ``state_dict`` plus ``arch``,
+``dataset``, ``recipe`` (how it was trained), ``metrics`` and ``format_version``.
+Shipped checkpoints are listed by name with their sha256 in
+``data/checkpoints/manifest.json`` and loaded with :func:`load_pretrained`.
+Taught in ``notebooks/01_attacks.ipynb``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import EMBEDDED_DIR, sha256sum
+from .models import build
+
+__all__ = [
+    "FORMAT_VERSION", "CHECKPOINT_DIR", "atomic_save", "save_checkpoint", "read_checkpoint",
+    "load_checkpoint", "load_pretrained", "pretrained_names", "update_manifest",
+]
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoints"
+MANIFEST = "manifest.json"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the old file intact, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None,
+                    dataset: str | None = None, recipe: dict | None = None,
+                    metrics: dict | None = None, **extra: Any) -> Path:
+    """Save ``model``'s weights with what they are, atomically.
+
+    Args:
+        path (path): where to write (``.pt``).
+        model (nn.Module): the model; its ``state_dict`` is stored (moved to CPU).
+        arch (str, optional): architecture name for :func:`nslib.models.build`.
+            Default: ``model.arch``.
+        dataset (str, optional): data set it was trained on. Default: ``model.dataset``.
+        recipe (dict, optional): how it was trained (recipe name, eps, epochs, seed, ...).
+        metrics (dict, optional): e.g. ``{"clean_acc": 0.98, "pgd40_acc": 0.9}``.
+        **extra: more plain values (numbers, strings, tensors, lists, dicts) to store.
+
+    Returns:
+        Path: the written file.
+    """
+    arch = arch or getattr(model, "arch", None)
+    if arch is None:
+        raise ValueError("save_checkpoint needs arch= (the name nslib.models.build takes) "
+                         "for a model that was not made by nslib.models.build.")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "dataset": dataset if dataset is not None else getattr(model, "dataset", None),
+        "recipe": dict(recipe or {}),
+        "metrics": dict(metrics or {}),
+        "state_dict": state,
+        **extra,
+    }
+    return atomic_save(payload, path)
+
+
+def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint dict with ``weights_only=True``, turning every failure into a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}. Train one (see `python -m nslib train --help`) "
+                                f"or pick a shipped one: {pretrained_names()}.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a readable checkpoint (truncated, corrupt, or not saved by "
+            f"torch.save): {err!s:.200}. Delete it and train again, or restore the shipped "
+            "file with `git checkout -- data/checkpoints/`."
+        ) from err
+    if not isinstance(payload, dict) or "state_dict" not in payload or "format_version" not in payload:
+        raise ValueError(f"{path} is not an nslib checkpoint (no 'state_dict'/'format_version'); "
+                         "save with nslib.checkpoints.save_checkpoint.")
+    version = payload["format_version"]
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {version}, newer than this nslib "
+                         f"understands ({FORMAT_VERSION}); upgrade nslib (git pull && make venv).")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load a checkpoint into ``model`` (or a freshly built one), in eval mode.
+
+    Args:
+        path (path): a file written by :func:`save_checkpoint`.
+        model (nn.Module, optional): load into this model; its ``arch`` (if set) must
+            match. Default: build ``checkpoint["arch"]`` for ``checkpoint["dataset"]``.
+        map_location (optional): passed to ``torch.load``. Default: ``"cpu"``.
+
+    Returns:
+        tuple: ``(model, info)``, info being the checkpoint dict without ``state_dict``.
+    """
+    payload = read_checkpoint(path, map_location=map_location)
+    arch = payload["arch"]
+    if model is None:
+        model = build(arch, dataset=payload.get("dataset"))
+    elif getattr(model, "arch", arch) != arch:
+        raise ValueError(f"{path} holds a {arch!r} model but you passed a {model.arch!r}; "
+                         f"build the right one with nslib.models.build({arch!r}) or pass model=None.")
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit this model (architecture {arch!r}): {err!s:.300}") from err
+    model.eval()
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, info
+
+
+def _manifest(directory: Path) -> dict:
+    file = directory / MANIFEST
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def pretrained_names(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
+    """Names of the shipped checkpoints (``data/checkpoints/manifest.json``)."""
+    return sorted(_manifest(Path(directory)))
+
+
+def update_manifest(name: str, path: str | os.PathLike, directory: str | os.PathLike = CHECKPOINT_DIR) -> None:
+    """Record ``name -> (file, sha256)`` for a checkpoint in ``directory``'s manifest."""
+    directory, path = Path(directory), Path(path)
+    manifest = _manifest(directory)
+    manifest[name] = {"file": path.name, "sha256": sha256sum(path)}
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / MANIFEST)
+
+
+def load_pretrained(name: str, *, directory: str | os.PathLike = CHECKPOINT_DIR,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load a shipped checkpoint by name, checking its sha256 first.
+
+    Example:
+        >>> model, info = load_pretrained("mnist_pgd_at")  # doctest: +SKIP
+    """
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    if name not in manifest:
+        raise ValueError(f"unknown checkpoint {name!r}; shipped ones: {sorted(manifest)}.")
+    entry = manifest[name]
+    path = directory / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {name!r} missing at {path}; restore it with "
+                                "`git checkout -- data/checkpoints/` or retrain it (data/checkpoints/README.md).")
+    actual = sha256sum(path)
+    if actual != entry["sha256"]:
+        raise ValueError(f"checkpoint {name!r} at {path} is corrupt or was changed (sha256 {actual[:12]}…, "
+                         f"manifest says {entry['sha256'][:12]}…); restore it with "
+                         "`git checkout -- data/checkpoints/` or retrain it.")
+    return load_checkpoint(path, map_location=map_location)

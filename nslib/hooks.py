@@ -1,0 +1,127 @@
+"""Layer outputs by dotted name, with hooks that are always removed.
+
+Captum-style: a layer is looked up by its dotted name in ``model.named_modules()``
+(an unknown name lists the valid ones); forward hooks are registered inside ``try``
+and removed in ``finally``; captured outputs are cloned, so a later in-place op
+(``ReLU(inplace=True)``) cannot change them. Taught in
+``notebooks/02_neuron_sensitivity.ipynb``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Union
+
+import torch
+from torch import nn
+
+__all__ = ["LayerSpec", "layer_names", "get_layer", "resolve_layers", "capture", "activations"]
+
+#: A layer given by dotted name (``"layer2.0.conv1"``) or as the module itself.
+LayerSpec = Union[str, nn.Module]
+
+
+def layer_names(model: nn.Module, *, kinds: tuple[type, ...] | None = None) -> list[str]:
+    """Dotted names of ``model``'s submodules (optionally only those of ``kinds``), in order."""
+    return [name for name, module in model.named_modules()
+            if name and (kinds is None or isinstance(module, kinds))]
+
+
+def get_layer(model: nn.Module, layer: LayerSpec) -> nn.Module:
+    """The submodule named ``layer`` (or ``layer`` itself if it is a submodule of ``model``).
+
+    Raises:
+        ValueError: the name is unknown; the message lists the valid names.
+    """
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError("the module passed as a layer is not part of this model; pass a "
+                             f"dotted name instead, one of {layer_names(model)}.")
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(f"a layer is a dotted name (str) or an nn.Module, got {type(layer).__name__}.")
+    try:
+        return model.get_submodule(layer) if layer else _raise_unknown(model, layer)
+    except AttributeError:
+        return _raise_unknown(model, layer)
+
+
+def _raise_unknown(model: nn.Module, layer: str) -> nn.Module:
+    raise ValueError(f"unknown layer {layer!r}; valid layer names are {layer_names(model)}.")
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) -> dict[str, nn.Module]:
+    """``{dotted name: module}`` for one layer or several, in the order given."""
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    resolved = {}
+    for layer in layers:
+        module = get_layer(model, layer)
+        resolved[layer if isinstance(layer, str) else _name_of(model, module)] = module
+    if not resolved:
+        raise ValueError(f"no layers given; choose from {layer_names(model)}.")
+    return resolved
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec], *,
+            detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of ``layers`` on every forward pass inside the ``with`` block.
+
+    The yielded dict maps each layer's name to its output on the latest forward pass.
+
+    Args:
+        model (nn.Module): the model.
+        layers (str, nn.Module or a list of them): dotted names or modules.
+        detach (bool, optional): store detached clones (for measuring). With
+            ``False`` the stored clone keeps its autograd graph, so a loss on it
+            trains the model (SNS). Default: ``True``.
+
+    Shape:
+        each value has the layer's output shape, batch along dim 0: ``(N, C, H, W)``
+        for a conv layer, ``(N, units)`` for a linear one.
+
+    Example:
+        >>> with capture(model, ["conv1", "fc1"]) as acts:  # doctest: +SKIP
+        ...     model(x)
+        >>> acts["conv1"].shape  # doctest: +SKIP
+    """
+    resolved = resolve_layers(model, layers)
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                                "pick a layer that outputs one tensor.")
+            store[name] = output.detach().clone() if detach else output.clone()
+        return hook
+
+    try:
+        for name, module in resolved.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def activations(model: nn.Module, images: torch.Tensor,
+                layers: LayerSpec | Iterable[LayerSpec]) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for ``images``, one forward pass without gradients.
+
+    Raises ``RuntimeError`` naming the layers whose hook never fired (a layer the
+    forward pass does not use).
+    """
+    with torch.no_grad(), capture(model, layers) as store:
+        model(images)
+    names = list(resolve_layers(model, layers))
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise RuntimeError(f"layers {missing} were never called in the forward pass, so they "
+                           "have no output; pick layers the model uses.")
+    return {n: store[n] for n in names}

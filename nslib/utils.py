@@ -1,0 +1,110 @@
+"""Small helpers shared by every module: seeding, model-mode safety, input checks.
+
+Taught in ``notebooks/00_setup_and_data.ipynb``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "seed_everything",
+    "default_device",
+    "eval_mode",
+    "check_images",
+    "check_labels",
+    "check_eps",
+]
+
+
+def seed_everything(seed: int = 0, *, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) from one number.
+
+    Args:
+        seed (int, optional): the one seed. Default: ``0``.
+        deterministic (bool, optional): also ask cuDNN for deterministic kernels.
+            Default: ``True``.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu`` (override with ``NSLIB_DEVICE``)."""
+    name = os.environ.get("NSLIB_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode; on exit restore every submodule's own flag.
+
+    Restoring per submodule (not just ``model.train(was_training)``) keeps a
+    caller's mixed setting, e.g. a frozen BatchNorm inside a training model.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``images`` is a float batch in [0, 1].
+
+    Shape: ``(N, C, H, W)`` or any ``(N, ...)`` with at least 2 dimensions.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor in [0, 1], got dtype {images.dtype}; "
+            "convert uint8 pixels with images.float() / 255."
+        )
+    if images.dim() < 2:
+        raise ValueError(
+            f"{name} must be a batch with the batch along dim 0, e.g. (N, C, H, W); "
+            f"got shape {tuple(images.shape)}. Add a batch dimension with images.unsqueeze(0)."
+        )
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"{name} must lie in [0, 1] (pixel space; the model owns its normalisation), "
+            f"got values in [{images.min().item():.3g}, {images.max().item():.3g}]. "
+            "Pass un-normalised images, e.g. torchvision's ToTensor() output."
+        )
+
+
+def check_labels(images: torch.Tensor, labels: torch.Tensor, name: str = "labels") -> None:
+    """Raise ``ValueError`` unless ``labels`` is an integer vector of length ``N``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}.")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{name} must have shape (N,) with N = {images.shape[0]} (the batch size of the "
+            f"images), got shape {tuple(labels.shape)}."
+        )
+    if labels.is_floating_point():
+        raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}.")
+
+
+def check_eps(value: float, name: str = "eps") -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
