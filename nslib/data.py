@@ -187,7 +187,13 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tupl
     cls = getattr(torchvision.datasets, cls_name)
     try:
         ds = cls(str(root), train=(split == "train"), download=download)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+    except (RuntimeError, OSError) as err:
+        if download:  # torchvision tried its mirrors and failed: most likely offline
+            raise ConnectionError(
+                f"could not download {name!r} into {root}: {err!s:.200}. Without internet, "
+                f"copy the files to {root}/{layout} from a machine that has them (set "
+                "NSLIB_DATA_ROOT to use another folder), or use the embedded 'mnist5k'."
+            ) from err
         hint = (f"nslib.data.load({name!r}, {split!r}, download=True) or "
                 f"`python -m nslib download {name}`")
         raise FileNotFoundError(
@@ -196,11 +202,6 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tupl
             "(needs internet), or copy the files there from a machine that has them; "
             "set NSLIB_DATA_ROOT to use another folder. Offline, the embedded 'mnist5k' "
             "always works."
-        ) from err
-    except OSError as err:  # network failures during download
-        raise ConnectionError(
-            f"could not download {name!r} into {root}: {err}. Without internet, copy the "
-            f"files to {root}/{layout} from another machine, or use the embedded 'mnist5k'."
         ) from err
     data = ds.data
     if isinstance(data, np.ndarray):  # CIFAR: (N, H, W, C) uint8

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine (see README.md):
+#   make reproduce   - the course's main job on the shipped data, into results/
+#   make test        - install what tests need, run pytest and nbval over notebooks/
+# Both create and reuse the virtual environment in $(VENV).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nslib-installed
+# CI's quick mode for the notebooks: shipped checkpoints, small N, few epochs.
+export NSLIB_QUICK ?= 1
+
+.PHONY: venv reproduce test test-fast lab student clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	# torchattacks is a test-only reference. Its published metadata pins an old
+	# `requests` that would downgrade what jupyterlab needs, so it is installed
+	# without its dependencies (torch, numpy, scipy, requests are already here).
+	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks==3.5.1'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+reproduce: venv
+	$(BIN)/python -m nslib reproduce --quick
+
+test: venv
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+	    --nbval-sanitize-with .nbval-sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
+
+test-fast: venv
+	$(BIN)/python -m pytest tests -x -q
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) results runs

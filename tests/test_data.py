@@ -1,0 +1,206 @@
+"""nslib.data: the embedded set, its hash check, the torchvision path (on files we write)."""
+import gzip
+import hashlib
+import pickle
+import shutil
+import struct
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from nslib import data
+
+
+def test_mnist5k_split_sizes_balance_and_range():
+    train, test = data.load("mnist5k", "train"), data.load("mnist5k", "test")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert torch.bincount(train.labels).tolist() == [400] * 10
+    assert torch.bincount(test.labels).tolist() == [100] * 10
+    x, y = test.tensors(20)
+    assert x.shape == (20, 1, 28, 28) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() == 1.0
+    assert y.tolist() == list(range(10)) * 2  # interleaved: the first n are balanced
+
+
+def test_mnist5k_train_and_test_are_disjoint():
+    train = data.load("mnist5k", "train").images.flatten(1).numpy()
+    test = data.load("mnist5k", "test").images.flatten(1).numpy()
+    train_rows = {row.tobytes() for row in train}
+    assert not any(row.tobytes() in train_rows for row in test)
+
+
+def test_mnist5k_hash_is_checked(tmp_path, monkeypatch):
+    bad = tmp_path / "mnist5k.npz"
+    shutil.copy(data.EMBEDDED_DIR / "mnist5k.npz", bad)
+    with open(bad, "r+b") as fh:
+        fh.seek(-10, 2)
+        fh.write(b"corrupted!")
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
+    with pytest.raises(ValueError, match="corrupt or was changed.*git checkout"):
+        data.load("mnist5k", "test")
+
+
+def test_mnist5k_missing_file_says_how_to_restore(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="build_mnist5k.py"):
+        data.load("mnist5k", "train")
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="cifar10"):
+        data.load("imagenet", "train")
+    with pytest.raises(ValueError, match="'train', 'test'"):
+        data.load("mnist5k", "validation")
+
+
+def test_limit_and_repr():
+    ds = data.load("mnist5k", "test", limit=50)
+    assert len(ds) == 50 and "n=50" in repr(ds) and "0x" not in repr(ds)
+    with pytest.raises(ValueError, match="limit"):
+        data.load("mnist5k", "test", limit=0)
+
+
+def _batches(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_is_seeded(workers):
+    ds = data.load("mnist5k", "train", limit=300)
+    a = _batches(data.make_loader(ds, 64, shuffle=True, seed=3, num_workers=workers))
+    b = _batches(data.make_loader(ds, 64, shuffle=True, seed=3, num_workers=workers))
+    c = _batches(data.make_loader(ds, 64, shuffle=True, seed=4, num_workers=workers))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert not all(torch.equal(y1, y2) for (_, y1), (_, y2) in zip(a, c))
+    assert sum(len(y) for _, y in a) == 300
+
+
+def test_workers_give_the_same_batches_as_the_main_process():
+    ds = data.load("mnist5k", "train", limit=200, augment=False)
+    main = _batches(data.make_loader(ds, 50, shuffle=True, seed=1, num_workers=0))
+    workers = _batches(data.make_loader(ds, 50, shuffle=True, seed=1, num_workers=2))
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(main, workers))
+
+
+def test_augmentation_keeps_shape_and_range():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    ds = data.ImageDataset(images, torch.arange(4), "cifar10", "train", augment=True)
+    torch.manual_seed(0)
+    out = torch.stack([ds[i][0] for i in range(4)])
+    assert out.shape == (4, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    assert not torch.equal(out, images.float() / 255)  # something was cropped or flipped
+
+
+# --- the torchvision path, on small files written in the real on-disk formats --------------
+
+def _write_idx(path, array, gz=False):
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+def _write_mnist_like(root, folder, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    expected = {}
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        expected[prefix] = (images, labels)
+    return expected
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_mnist_family_reads_idx_files(tmp_path, name, folder):
+    expected = _write_mnist_like(tmp_path, folder)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        ds = data.load(name, split, root=tmp_path)
+        x, y = ds.tensors()
+        images, labels = expected[prefix]
+        assert x.shape == (12, 1, 28, 28)
+        assert torch.equal((x * 255).round().to(torch.uint8)[:, 0], torch.from_numpy(images))
+        assert y.tolist() == labels.tolist()
+
+
+def test_data_root_from_environment(tmp_path, monkeypatch):
+    _write_mnist_like(tmp_path, "MNIST")
+    monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))
+    assert data.download_root() == tmp_path
+    assert len(data.load("mnist", "test")) == 12
+
+
+def _write_cifar(root, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pixels = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": pixels, "labels": labels}, fh)
+        batches[name] = (pixels, labels)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": list(data.DATASETS["cifar10"].classes)}, fh)
+    return batches
+
+
+def test_torchvision_cifar10_reads_pickled_batches(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    batches = _write_cifar(tmp_path)
+    # our files are not the real ones, so only torchvision's md5 comparison is bypassed
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: __import__("os").path.isfile(path))
+    train = data.load("cifar10", "train", root=tmp_path)
+    test = data.load("cifar10", "test", root=tmp_path)
+    assert len(train) == 30 and len(test) == 6
+    x, y = test.tensors()
+    pixels, labels = batches["test_batch"]
+    assert x.shape == (6, 3, 32, 32)
+    assert torch.equal((x * 255).round().to(torch.uint8).flatten(1), torch.from_numpy(pixels))
+    assert y.tolist() == labels
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
+def test_missing_torchvision_set_offline_says_how_to_get_it(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match=r"download=True.*python -m nslib download"):
+        data.load(name, "train", root=tmp_path)
+
+
+def test_download_goes_through_torchvision(tmp_path, monkeypatch):
+    """download=True calls torchvision's own download (simulated here: it writes the files)."""
+    import torchvision.datasets.mnist as mnist
+
+    calls = []
+
+    def fake_download(self):
+        calls.append(self.root)
+        if not self._check_exists():
+            _write_mnist_like(tmp_path, "MNIST", n=5)
+
+    monkeypatch.setattr(mnist.MNIST, "download", fake_download)
+    ds = data.load("mnist", "test", root=tmp_path, download=True)
+    assert calls == [str(tmp_path)] and len(ds) == 5
+
+
+def test_download_failure_offline_is_explained(tmp_path, monkeypatch):
+    import torchvision.datasets.mnist as mnist
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(mnist, "download_and_extract_archive", no_network)
+    with pytest.raises(ConnectionError, match="(?s)could not download .mnist.*Without internet"):
+        data.load("mnist", "train", root=tmp_path, download=True)
+
+
+def test_sha256sum_matches_hashlib(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc" * 1000)
+    assert data.sha256sum(f) == hashlib.sha256(b"abc" * 1000).hexdigest()
