@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Union
 import torch
 from torch import nn
 
-__all__ = ["LayerSpec", "layer_names", "get_layer", "resolve_layers", "capture", "activations"]
+__all__ = ["LayerSpec", "layer_names", "get_layer", "resolve_layers", "capture", "activations", "summary"]
 
 #: A layer given by dotted name (``"layer2.0.conv1"``) or as the module itself.
 LayerSpec = Union[str, nn.Module]
@@ -125,3 +125,34 @@ def activations(model: nn.Module, images: torch.Tensor,
         raise RuntimeError(f"layers {missing} were never called in the forward pass, so they "
                            "have no output; pick layers the model uses.")
     return {n: store[n] for n in names}
+
+
+def summary(model: nn.Module, example: torch.Tensor) -> list[dict]:
+    """One row per leaf layer the forward pass uses: its name, type, output shape and neurons.
+
+    Args:
+        model (nn.Module): the model.
+        example (Tensor): one input batch, e.g. ``(1, C, H, W)``.
+
+    Returns:
+        list of dict: ``{"name", "type", "shape" (output shape without the batch dim),
+        "neurons" (size of dim 1: channels of a conv, units of a linear)}``, in call order.
+
+    Example:
+        >>> for row in summary(model, x[:1]):  # doctest: +SKIP
+        ...     print(row["name"], row["shape"], row["neurons"])
+    """
+    leaves = [name for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    with capture(model, leaves) as store:
+        order: list[str] = []
+        handles = [model.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: order.append(n)) for n in leaves]
+        try:
+            with torch.no_grad():
+                model(example)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return [{"name": n, "type": type(model.get_submodule(n)).__name__,
+             "shape": tuple(store[n].shape[1:]), "neurons": store[n].shape[1]}
+            for n in dict.fromkeys(order)]
