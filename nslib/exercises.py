@@ -4,7 +4,9 @@ notebook cell shows only those lines).
 
 A function that still raises ``NotImplementedError`` (the exercise stub) is reported as
 ``[FAIL] ... not implemented yet``; any other error is raised, so you see its traceback.
-One section per notebook.
+One section per notebook. Every checker builds its own small inputs (and model), so an
+exercise cell runs on its own after the notebook's setup cell; that is how
+``tests/test_exercises.py`` runs each checker on the stub and on the solution.
 """
 from __future__ import annotations
 
@@ -54,9 +56,18 @@ def check_normalize(fn: Callable) -> None:
         _close(f"normalize with {len(mean)} channel(s)", got, Normalize(mean, std)(x))
 
 
-def check_neuron_count(fn: Callable, model: nn.Module, example: torch.Tensor) -> None:
+def _tiny_model(seed: int = 0) -> nn.Module:
+    from .models import build
+
+    torch.manual_seed(seed)
+    return build("smallcnn").eval()
+
+
+def check_neuron_count(fn: Callable) -> None:
     """``fn(model, layer_name, example)`` must return how many neurons the layer has."""
     from .hooks import summary
+
+    model, example = _tiny_model(), torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
     for row in summary(model, example):
         if row["type"] not in ("Conv2d", "Linear"):
@@ -70,11 +81,14 @@ def check_neuron_count(fn: Callable, model: nn.Module, example: torch.Tensor) ->
 
 # --- 01_attacks ---------------------------------------------------------------------------
 
-def check_fgsm(fn: Callable, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               eps: float = 0.1) -> None:
+def check_fgsm(fn: Callable, eps: float = 0.1) -> None:
     """``fn(model, images, labels, eps)`` must equal FGSM (Goodfellow et al., 2015):
     ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``."""
     from .attacks import fgsm
+
+    gen = torch.Generator().manual_seed(0)
+    model, images = _tiny_model(), torch.rand(16, 1, 28, 28, generator=gen)
+    labels = torch.randint(0, 10, (16,), generator=gen)
 
     done, got = _call("fgsm", fn, model, images.clone(), labels, eps)
     if not done:
