@@ -1,0 +1,326 @@
+"""Figures for the course: layer sensitivity (E1), distributions (E2), ablation (E3),
+feature maps (E4), examples, robust accuracy vs eps (E5), sensitivity vs robustness (E6).
+
+Every function returns the ``matplotlib`` Figure, titles it, labels its axes with units,
+never calls ``plt.show()`` and works headless (``matplotlib.use("Agg")``). Where one
+panel is drawn, an ``ax`` may be passed to draw into an existing figure. Figures are
+made with ``pyplot``, so Jupyter's inline backend shows them at the end of the cell:
+assign the result (``fig = plot_...(...)``) so it is not shown twice. Accuracies are
+fractions in [0, 1] and are drawn in percent. Taught in notebooks 01-05.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+__all__ = ["upsample", "plot_layer_sensitivity", "plot_sensitivity_distribution",
+           "plot_ablation_curves", "plot_feature_maps", "plot_examples", "plot_accuracy_vs_eps",
+           "plot_sensitivity_vs_robustness"]
+
+SENSITIVITY_LABEL = "layer sensitivity (mean |ΔF|, activation units)"
+NEURON_LABEL = "neuron sensitivity σ (mean |ΔF|, activation units)"
+SELECTION_STYLE = {"top": ("tab:red", "top-k (most sensitive)"),
+                   "random": ("tab:gray", "random k (mean ± std over seeds)"),
+                   "bottom": ("tab:blue", "bottom-k (least sensitive)")}
+
+
+def _figure(ax=None, figsize=(6.4, 4.0)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.figure, ax
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Feature maps resized to ``size`` (bilinear, ``F.interpolate``) to lay over an image.
+
+    Shape: ``(C, h, w)`` or ``(N, C, h, w)`` -> the same with ``(H, W) = size``.
+    """
+    if maps.dim() not in (3, 4):
+        raise ValueError(f"feature maps must be (C, h, w) or (N, C, h, w) (a conv layer's output), got "
+                         f"shape {tuple(maps.shape)}; a linear layer has no spatial map to show.")
+    batched = maps if maps.dim() == 4 else maps.unsqueeze(0)
+    out = F.interpolate(batched.detach().float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return out if maps.dim() == 4 else out[0]
+
+
+def plot_layer_sensitivity(results: Mapping[str, Mapping[str, float]], *, ax=None,
+                           title: str = "Layer sensitivity per model (E1)") -> Figure:
+    """E1: grouped bars, one group per layer, one bar per model.
+
+    Args:
+        results (dict): ``{model name: {layer: layer sensitivity}}`` (from
+            :func:`nslib.sensitivity.layer_sensitivity`); layers in the first model's order,
+            a layer a model lacks is left empty.
+        ax (Axes, optional): draw here. Default: a new figure.
+        title (str, optional): the title.
+    """
+    if not results:
+        raise ValueError("results is empty; pass {model name: {layer: sensitivity}}.")
+    layers = list(dict.fromkeys(layer for per_layer in results.values() for layer in per_layer))
+    fig, ax = _figure(ax, figsize=(max(6.4, 1.1 * len(layers) * max(1, len(results) / 2)), 4.0))
+    width = 0.8 / len(results)
+    x = np.arange(len(layers))
+    colours = sns.color_palette("colorblind", len(results))
+    for i, (model, per_layer) in enumerate(results.items()):
+        heights = [float(per_layer.get(layer, np.nan)) for layer in layers]
+        ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=model, color=colours[i])
+    ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
+    ax.set(xlabel="layer", ylabel=SENSITIVITY_LABEL, title=title)
+    ax.legend(title="model")
+    return fig
+
+
+def plot_sensitivity_distribution(sensitivity: Mapping[str, Mapping[str, torch.Tensor]],
+                                  layers: Sequence[str] | None = None, *, kind: str = "violin",
+                                  title: str = "Per-neuron sensitivity per layer (E2)") -> Figure:
+    """E2: the distribution of ``sigma_l^i`` over the neurons of each layer, model by model.
+
+    Args:
+        sensitivity (dict): ``{model name: {layer: sigma (neurons,)}}`` (from
+            :func:`nslib.sensitivity.neuron_sensitivity`).
+        layers (list of str, optional): layers to show, one panel each. Default: all
+            layers of the first model.
+        kind (str, optional): ``"violin"`` (seaborn violins with the neurons as dots) or
+            ``"sorted"`` (sigma sorted from the largest down against the neuron's rank: the
+            long tail that defines "sensitive"). Default: ``"violin"``.
+    """
+    if not sensitivity:
+        raise ValueError("sensitivity is empty; pass {model name: {layer: tensor (neurons,)}}.")
+    if kind not in ("violin", "sorted"):
+        raise ValueError(f"kind must be 'violin' or 'sorted', got {kind!r}.")
+    layers = list(layers) if layers is not None else list(next(iter(sensitivity.values())))
+    models = list(sensitivity)
+    colours = dict(zip(models, sns.color_palette("colorblind", len(models))))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers) + 1, 3.8),
+                             layout="constrained", squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        missing = [m for m in models if layer not in sensitivity[m]]
+        if missing:
+            raise ValueError(f"layer {layer!r} is missing for models {missing}.")
+        values = {m: _numpy(sensitivity[m][layer]) for m in models}
+        if kind == "violin":
+            names = [m for m in models for _ in values[m]]
+            data = np.concatenate([values[m] for m in models])
+            sns.violinplot(x=names, y=data, hue=names, palette=colours, cut=0, inner=None,
+                           density_norm="width", legend=False, ax=ax)
+            sns.stripplot(x=names, y=data, color="black", size=2, alpha=0.5, ax=ax)
+            ax.set_xlabel("model")
+        else:
+            for m in models:
+                ordered = np.sort(values[m])[::-1]
+                ax.plot(np.arange(1, len(ordered) + 1), ordered, marker=".", label=m, color=colours[m])
+            ax.set_xlabel("neuron rank (1 = most sensitive)")
+            ax.legend(title="model")
+        ax.set(title=f"{layer} ({len(next(iter(values.values())))} neurons)", ylabel=NEURON_LABEL)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_ablation_curves(records: Sequence[dict], metric: str = "accuracy", *, ax=None,
+                         title: str | None = None) -> Figure:
+    """E3: adversarial accuracy (or attack success rate) against the number k of neurons ablated.
+
+    Args:
+        records (list of dict): :func:`nslib.ablation.ablation_sweep`'s records or
+            :func:`nslib.ablation.summarise_sweep`'s summary. Random selections are drawn
+            as the mean over seeds with a ±1 std band.
+        metric (str, optional): ``"accuracy"`` or ``"success_rate"``. Default: ``"accuracy"``.
+        ax (Axes, optional): draw here. Default: a new figure.
+        title (str, optional): default names the mode and the layer.
+    """
+    from nslib.ablation import summarise_sweep
+
+    if metric not in ("accuracy", "success_rate"):
+        raise ValueError(f"metric must be 'accuracy' or 'success_rate', got {metric!r}.")
+    if not records:
+        raise ValueError("records is empty; pass the output of ablation_sweep.")
+    summary = records if f"{metric}_mean" in records[0] else summarise_sweep(records)
+    fig, ax = _figure(ax)
+    for selection in dict.fromkeys(row["selection"] for row in summary):
+        rows = sorted((r for r in summary if r["selection"] == selection), key=lambda r: r["k"])
+        k = np.array([r["k"] for r in rows])
+        mean = 100 * np.array([r[f"{metric}_mean"] for r in rows])
+        std = 100 * np.array([r[f"{metric}_std"] for r in rows])
+        colour, label = SELECTION_STYLE.get(selection, (None, selection))
+        ax.plot(k, mean, marker="o", color=colour, label=label)
+        if np.any(std > 0):
+            ax.fill_between(k, mean - std, mean + std, color=colour, alpha=0.25, linewidth=0)
+    ax.set(xlabel="k (neurons ablated)", ylim=(-2, 102),
+           ylabel="adversarial accuracy (%)" if metric == "accuracy" else "attack success rate (%)")
+    mode, layer = summary[0].get("mode"), summary[0].get("layer")
+    ax.set_title(title or f"{(mode or 'ablation').capitalize()} k neurons of {layer or 'the layer'} (E3)")
+    ax.legend()
+    return fig
+
+
+def _show_image(ax, image: torch.Tensor) -> None:
+    image = image.detach().cpu().float()
+    if image.dim() == 4:
+        image = image[0]
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+
+
+def _blank(ax, *, xlabel: str = "", ylabel: str = "") -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def plot_feature_maps(benign_image: torch.Tensor, adversarial_image: torch.Tensor,
+                      benign_maps: torch.Tensor, adversarial_maps: torch.Tensor,
+                      neuron_indices: Sequence[int], sensitivity: torch.Tensor | None = None,
+                      layer_name: str = "layer", *, alpha: float = 0.55, cmap: str = "jet",
+                      title: str | None = None) -> Figure:
+    """E4: chosen neurons' feature maps on a benign and an adversarial input, over the image.
+
+    Row 1 is the benign input, row 2 the adversarial one; column 1 the image, then one
+    column per neuron with its map upsampled bilinearly to the image size and overlaid
+    with transparency ``alpha``. Both rows of a neuron share one colour scale.
+
+    Args:
+        benign_image, adversarial_image (Tensor): ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
+        benign_maps, adversarial_maps (Tensor): the layer's output for each, ``(C_l, h, w)``
+            or ``(1, C_l, h, w)``.
+        neuron_indices (list of int): channels to show (e.g. the top-k by sensitivity).
+        sensitivity (Tensor, optional): ``sigma`` of the layer, ``(C_l,)``, shown in titles.
+        layer_name (str, optional): for the titles. Default: ``"layer"``.
+    """
+    benign_maps = benign_maps[0] if benign_maps.dim() == 4 else benign_maps
+    adversarial_maps = adversarial_maps[0] if adversarial_maps.dim() == 4 else adversarial_maps
+    if benign_maps.dim() != 3:
+        raise ValueError(f"feature maps must be one image's conv output (C_l, h, w) or (1, C_l, h, w), "
+                         f"got shape {tuple(benign_maps.shape)}; a linear layer has no map to show.")
+    if benign_maps.shape != adversarial_maps.shape:
+        raise ValueError(f"benign_maps {tuple(benign_maps.shape)} and adversarial_maps "
+                         f"{tuple(adversarial_maps.shape)} must have the same shape.")
+    neuron_indices = [int(i) for i in neuron_indices]
+    if not neuron_indices or max(neuron_indices) >= benign_maps.shape[0] or min(neuron_indices) < 0:
+        raise ValueError(f"neuron_indices must be a non-empty list in [0, {benign_maps.shape[0]}), "
+                         f"got {neuron_indices}.")
+    size = tuple(benign_image.shape[-2:])
+    maps = upsample(torch.stack([benign_maps[neuron_indices], adversarial_maps[neuron_indices]]), size)
+    fig, axes = plt.subplots(2, 1 + len(neuron_indices), figsize=(2.3 * (1 + len(neuron_indices)), 5.0),
+                             layout="constrained", squeeze=False)
+    for row, (image, name) in enumerate(((benign_image, "benign x"), (adversarial_image, "adversarial x'"))):
+        _show_image(axes[row, 0], image)
+        _blank(axes[row, 0], ylabel=name, xlabel=f"{size[1]} × {size[0]} pixels" if row else "")
+        axes[row, 0].set_title("input" if row == 0 else "input (attacked)")
+    for col, neuron in enumerate(neuron_indices, start=1):
+        low, high = maps[:, col - 1].min().item(), maps[:, col - 1].max().item()
+        for row in range(2):
+            ax = axes[row, col]
+            _show_image(ax, benign_image if row == 0 else adversarial_image)
+            im = ax.imshow(maps[row, col - 1].numpy(), cmap=cmap, alpha=alpha, vmin=low, vmax=high)
+            _blank(ax)
+        sigma = f", σ = {float(sensitivity[neuron]):.3g}" if sensitivity is not None else ""
+        axes[0, col].set_title(f"neuron {neuron}{sigma}", fontsize=9)
+        fig.colorbar(im, ax=axes[:, col], shrink=0.5, aspect=15, pad=0.01, label="activation")
+    fig.suptitle(title or f"Feature maps of {layer_name}: benign vs adversarial (E4)")
+    return fig
+
+
+def plot_examples(images: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor,
+                  preds_clean: torch.Tensor, preds_adv: torch.Tensor,
+                  class_names: Sequence[str] | None = None, n: int = 8, *,
+                  perturbation: bool = True, title: str = "Benign vs adversarial examples") -> Figure:
+    """Benign images over their adversarial twins, with labels and predictions.
+
+    Titles are green when the prediction is right, red when wrong. With ``perturbation``
+    a third row shows ``x' - x`` (red positive, blue negative, symmetric scale).
+
+    Shape: ``images``, ``adversarial`` ``(N, C, H, W)`` in [0, 1]; the rest ``(N,)``.
+    """
+    n = min(n, len(images))
+    name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))
+    rows = 3 if perturbation else 2
+    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n + 0.6, 1.8 * rows + 0.4),
+                             layout="constrained", squeeze=False)
+    delta = (adversarial[:n] - images[:n]).detach().cpu().float()
+    bound = max(delta.abs().max().item(), 1e-8)
+    for j in range(n):
+        for row, (batch, preds) in enumerate(((images, preds_clean), (adversarial, preds_adv))):
+            ax = axes[row, j]
+            _show_image(ax, batch[j])
+            ok = int(preds[j]) == int(labels[j])
+            text = (f"label {name(labels[j])}\n" if row == 0 else "") + f"pred {name(preds[j])}"
+            ax.set_title(text, fontsize=8, color="tab:green" if ok else "tab:red")
+            _blank(ax, ylabel=("benign x", "adversarial x'")[row] if j == 0 else "")
+        if perturbation:
+            im = axes[2, j].imshow(delta[j].mean(dim=0).numpy(), cmap="seismic", vmin=-bound, vmax=bound)
+            _blank(axes[2, j], ylabel="x' − x" if j == 0 else "")
+    if perturbation:
+        fig.colorbar(im, ax=axes[2, :], shrink=0.9, pad=0.01, label="Δ pixel ([0, 1] scale)")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_accuracy_vs_eps(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, ax=None,
+                         xlabel: str = "ε (L∞ budget, pixel scale [0, 1])",
+                         title: str = "Robust accuracy vs perturbation budget") -> Figure:
+    """E5: robust accuracy (%) against the attack budget ``eps``, one line per model.
+
+    Args:
+        curves (dict): ``{model name: (eps values, accuracies as fractions in [0, 1])}``.
+    """
+    if not curves:
+        raise ValueError("curves is empty; pass {model name: (eps list, accuracy list)}.")
+    fig, ax = _figure(ax)
+    for model, (eps, acc) in curves.items():
+        eps, acc = _numpy(eps), _numpy(acc)
+        if eps.shape != acc.shape:
+            raise ValueError(f"{model!r}: {len(eps)} eps values but {len(acc)} accuracies.")
+        if acc.size and (acc.min() < 0 or acc.max() > 1):
+            raise ValueError(f"{model!r}: accuracies must be fractions in [0, 1], got up to "
+                             f"{acc.max():.3g}; divide percentages by 100.")
+        ax.plot(eps, 100 * acc, marker="o", label=model)
+    ax.set(xlabel=xlabel, ylabel="robust accuracy (%)", ylim=(-2, 102), title=title)
+    ax.legend(title="model")
+    return fig
+
+
+def plot_sensitivity_vs_robustness(points: Sequence[Mapping], *, ax=None,
+                                   xlabel: str = SENSITIVITY_LABEL,
+                                   title: str = "Sensitivity vs robustness (E6)") -> Figure:
+    """E6: one labelled point per model or checkpoint: layer sensitivity vs robust accuracy.
+
+    Args:
+        points (list of dict): ``{"name", "sensitivity", "robust_acc"}`` (accuracy as a
+            fraction in [0, 1]); an optional ``"group"`` colours the points and joins
+            each group's points in the given order (checkpoints across training).
+    """
+    if not points:
+        raise ValueError("points is empty; pass [{'name', 'sensitivity', 'robust_acc'}, ...].")
+    for p in points:
+        missing = {"name", "sensitivity", "robust_acc"} - set(p)
+        if missing:
+            raise ValueError(f"point {dict(p)} lacks keys {sorted(missing)}.")
+    fig, ax = _figure(ax)
+    groups = list(dict.fromkeys(p.get("group") for p in points))
+    colours = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    for group in groups:
+        members = [p for p in points if p.get("group") == group]
+        xs = [float(p["sensitivity"]) for p in members]
+        ys = [100 * float(p["robust_acc"]) for p in members]
+        ax.plot(xs, ys, marker="o", linestyle="-" if group is not None and len(members) > 1 else "none",
+                color=colours[group], label=group)
+        for p, x, y in zip(members, xs, ys):
+            ax.annotate(str(p["name"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="robust accuracy (%)", title=title)
+    if any(g is not None for g in groups):
+        ax.legend()
+    return fig

@@ -1,0 +1,246 @@
+"""nslib.plotting and nslib.widgets: headless figures with titles, labels and the right parts."""
+from collections import OrderedDict
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nslib import plotting  # noqa: E402
+from nslib.widgets import sensitivity_explorer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def labelled(ax) -> bool:
+    titled = bool(ax.get_title() or ax.figure.get_suptitle())
+    return titled and bool(ax.get_xlabel()) and bool(ax.get_ylabel())
+
+
+def test_upsample_is_bilinear_to_the_image_size():
+    maps = torch.arange(8.0).view(2, 2, 2)
+    out = plotting.upsample(maps, (8, 6))
+    assert out.shape == (2, 8, 6)
+    expected = torch.nn.functional.interpolate(maps[None], size=(8, 6), mode="bilinear")[0]
+    torch.testing.assert_close(out, expected)
+    assert plotting.upsample(maps[None], (4, 4)).shape == (1, 2, 4, 4)
+    with pytest.raises(ValueError, match="linear layer"):
+        plotting.upsample(torch.zeros(2, 5), (4, 4))
+
+
+def test_plot_layer_sensitivity_grouped_bars():
+    results = {"standard": {"conv1": 0.5, "conv2": 0.8, "fc1": 1.2},
+               "pgd_at": {"conv1": 0.1, "conv2": 0.2, "fc1": 0.3}}
+    fig = plotting.plot_layer_sensitivity(results)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert labelled(ax) and "|ΔF|" in ax.get_ylabel()
+    assert len(ax.patches) == 2 * 3  # models x layers
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx(sorted([0.5, 0.8, 1.2, 0.1, 0.2, 0.3]))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "conv2", "fc1"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["standard", "pgd_at"]
+
+
+def test_plot_layer_sensitivity_into_a_given_ax():
+    fig, ax = plt.subplots()
+    assert plotting.plot_layer_sensitivity({"m": {"a": 1.0}}, ax=ax) is fig
+
+
+@pytest.mark.parametrize("kind", ["violin", "sorted"])
+def test_plot_sensitivity_distribution_one_panel_per_layer(kind):
+    g = torch.Generator().manual_seed(0)
+    sens = {"standard": {"conv1": torch.rand(8, generator=g), "conv2": torch.rand(16, generator=g)},
+            "robust": {"conv1": torch.rand(8, generator=g) / 4, "conv2": torch.rand(16, generator=g) / 4}}
+    fig = plotting.plot_sensitivity_distribution(sens, kind=kind)
+    assert len(fig.axes) == 2
+    assert fig.get_suptitle()
+    for ax, n in zip(fig.axes, (8, 16)):
+        assert labelled(ax) and f"{n} neurons" in ax.get_title()
+        if kind == "sorted":
+            assert len(ax.lines) == 2
+            ys = ax.lines[0].get_ydata()
+            assert len(ys) == n and np.all(np.diff(ys) <= 0)  # sorted from the largest down
+    one = plotting.plot_sensitivity_distribution(sens, layers=["conv2"], kind=kind)
+    assert len(one.axes) == 1
+
+
+def test_plot_ablation_curves_with_a_band_for_random():
+    records = []
+    for k in (0, 1, 2):
+        records.append({"selection": "top", "k": k, "seed": None, "accuracy": 0.1 + 0.3 * k,
+                        "success_rate": 0.9 - 0.3 * k, "layer": "conv3", "mode": "stabilise"})
+        records.append({"selection": "bottom", "k": k, "seed": None, "accuracy": 0.1,
+                        "success_rate": 0.9, "layer": "conv3", "mode": "stabilise"})
+        for seed in range(3):
+            records.append({"selection": "random", "k": k, "seed": seed, "accuracy": 0.1 + 0.05 * k * seed,
+                            "success_rate": 0.9, "layer": "conv3", "mode": "stabilise"})
+    fig = plotting.plot_ablation_curves(records)
+    (ax,) = fig.axes
+    assert labelled(ax) and "conv3" in ax.get_title() and "%" in ax.get_ylabel()
+    assert len(ax.lines) == 3
+    top = next(line for line in ax.lines if line.get_label().startswith("top"))
+    np.testing.assert_allclose(top.get_ydata(), [10, 40, 70])
+    assert len(ax.collections) == 1  # only random has a spread band
+    fig2 = plotting.plot_ablation_curves(records, metric="success_rate")
+    assert "success" in fig2.axes[0].get_ylabel()
+    with pytest.raises(ValueError, match="metric"):
+        plotting.plot_ablation_curves(records, metric="loss")
+
+
+def test_plot_feature_maps_upsamples_to_the_image_size():
+    g = torch.Generator().manual_seed(0)
+    image, adversarial = torch.rand(3, 32, 32, generator=g), torch.rand(3, 32, 32, generator=g)
+    maps, adv_maps = torch.rand(1, 6, 8, 8, generator=g), torch.rand(1, 6, 8, 8, generator=g)
+    sigma = torch.linspace(0, 1, 6)
+    fig = plotting.plot_feature_maps(image, adversarial, maps, adv_maps, [5, 2], sensitivity=sigma,
+                                     layer_name="conv2")
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 2 * 3  # (benign, adversarial) x (input + 2 neurons)
+    assert "conv2" in fig.get_suptitle()
+    overlay = image_axes[1].images[-1].get_array()
+    assert overlay.shape == (32, 32)  # the upsampled map has the image's size
+    expected = plotting.upsample(maps[0, [5]], (32, 32))[0].numpy()
+    np.testing.assert_allclose(np.asarray(overlay), expected, rtol=1e-6)
+    assert "neuron 5" in image_axes[1].get_title() and "σ = 1" in image_axes[1].get_title()
+    assert image_axes[0].get_ylabel() == "benign x"
+    with pytest.raises(ValueError, match="linear layer"):
+        plotting.plot_feature_maps(image, adversarial, torch.rand(1, 6), torch.rand(1, 6), [0])
+    with pytest.raises(ValueError, match="neuron_indices"):
+        plotting.plot_feature_maps(image, adversarial, maps, adv_maps, [6])
+
+
+def test_plot_examples_grid_and_colours():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 1, 8, 8, generator=g)
+    x_adv = (x + 0.1).clamp(0, 1)
+    y = torch.tensor([0, 1, 2, 3, 4])
+    clean, adv = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 1, 0, 0, 0])
+    fig = plotting.plot_examples(x, x_adv, y, clean, adv, class_names=list("abcde"), n=4)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 3 * 4  # benign, adversarial, perturbation rows
+    assert fig.get_suptitle()
+    titles = [ax.get_title() for ax in image_axes[:8]]
+    assert titles[0] == "label a\npred a" and titles[4] == "pred b"
+    assert image_axes[4].title.get_color() == "tab:red" and image_axes[5].title.get_color() == "tab:green"
+    fig2 = plotting.plot_examples(x, x_adv, y, clean, adv, n=10, perturbation=False)
+    assert len([ax for ax in fig2.axes if ax.images]) == 2 * 5
+
+
+def test_plot_accuracy_vs_eps():
+    curves = {"standard": ([0, 0.1, 0.3], [0.95, 0.4, 0.01]), "pgd_at": ([0, 0.1, 0.3], [0.98, 0.96, 0.9])}
+    fig = plotting.plot_accuracy_vs_eps(curves)
+    (ax,) = fig.axes
+    assert labelled(ax) and len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [98, 96, 90])
+    with pytest.raises(ValueError, match="fractions"):
+        plotting.plot_accuracy_vs_eps({"m": ([0, 0.1], [95, 40])})
+
+
+def test_plot_sensitivity_vs_robustness():
+    points = [{"name": "standard", "sensitivity": 1.0, "robust_acc": 0.01},
+              {"name": "pgd_at", "sensitivity": 0.2, "robust_acc": 0.9},
+              {"name": "sns", "sensitivity": 0.15, "robust_acc": 0.91}]
+    fig = plotting.plot_sensitivity_vs_robustness(points)
+    (ax,) = fig.axes
+    assert labelled(ax)
+    assert [t.get_text() for t in ax.texts] == ["standard", "pgd_at", "sns"]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [1.0, 0.2, 0.15])
+    grouped = [dict(p, group="run A" if i < 2 else "run B") for i, p in enumerate(points)]
+    assert len(plotting.plot_sensitivity_vs_robustness(grouped).axes[0].lines) == 2
+    with pytest.raises(ValueError, match="robust_acc"):
+        plotting.plot_sensitivity_vs_robustness([{"name": "x", "sensitivity": 1.0}])
+
+
+# --- widgets ----------------------------------------------------------------------------------
+
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 3, 3)), ("relu1", nn.ReLU()),
+                                      ("conv2", nn.Conv2d(3, 5, 3)), ("relu2", nn.ReLU()),
+                                      ("flatten", nn.Flatten()), ("fc", nn.Linear(5 * 4 * 4, 4))])).eval()
+
+
+def shift_attack(eps):
+    """A stand-in 'attack': adds eps to every pixel (keeps [0, 1])."""
+    return lambda images, labels: (images + eps).clamp(0, 1)
+
+
+def explorer_inputs():
+    g = torch.Generator().manual_seed(0)
+    return tiny_cnn(), torch.rand(3, 1, 8, 8, generator=g) * 0.5, torch.tensor([0, 1, 2])
+
+
+def test_explorer_static_mode_returns_a_figure():
+    model, x, y = explorer_inputs()
+    sigma = {"conv1": torch.tensor([0.1, 0.9, 0.3]), "conv2": torch.rand(5)}
+    fig = sensitivity_explorer(model, x, y, ["conv1", "conv2"], shift_attack, [0.1, 0.2],
+                               sensitivity=sigma, static=True)
+    assert isinstance(fig, Figure)
+    assert "conv1 neuron 1" in fig.get_suptitle()  # default: the most sensitive neuron
+    assert "ε = 0.2" in fig.get_suptitle()  # default: the largest eps
+    overlay = [ax for ax in fig.axes if ax.images][1].images[-1].get_array()
+    assert overlay.shape == (8, 8)
+    auto = sensitivity_explorer(model, x, y, ["conv2"], shift_attack, [0.1])  # no kernel in pytest
+    assert isinstance(auto, Figure)
+    with pytest.raises(ValueError, match="conv layers"):
+        sensitivity_explorer(model, x, y, ["fc"], shift_attack, [0.1], static=True)
+    with pytest.raises(ValueError, match="eps"):
+        sensitivity_explorer(model, x, y, ["conv1"], shift_attack, [0.1], eps=0.5, static=True)
+
+
+def test_explorer_pair_sensitivity_in_static_title():
+    model, x, y = explorer_inputs()
+    fig = sensitivity_explorer(model, x, y, ["conv1"], shift_attack, [0.25], index=2, neuron=0, static=True)
+    with torch.no_grad():
+        expected = (model.conv1(x[2:3]) - model.conv1((x[2:3] + 0.25).clamp(0, 1)))[0, 0].abs().mean()
+    assert f"sensitivity on this pair {expected.item():.3g}" in fig.get_suptitle()
+    assert "image 2 (label 2)" in fig.get_suptitle()
+
+
+def controls(box) -> dict:
+    found = {}
+    for child in box.children:
+        if hasattr(child, "children"):
+            found.update(controls(child))
+        elif getattr(child, "description", ""):
+            found[child.description] = child
+    return found
+
+
+def test_explorer_widget_mode_controls():
+    ipywidgets = pytest.importorskip("ipywidgets")
+    model, x, y = explorer_inputs()
+    sigma = {"conv1": torch.tensor([0.1, 0.9, 0.3]), "conv2": torch.tensor([0.5, 0.1, 0.7, 0.2, 0.0])}
+    box = sensitivity_explorer(model, x, y, ["conv1", "conv2"], shift_attack, [0.1, 0.2, 0.3],
+                               sensitivity=sigma, static=False)
+    assert isinstance(box, ipywidgets.VBox)
+    c = controls(box)
+    assert set(c) == {"image", "eps", "layer", "neuron"}
+    assert (c["image"].min, c["image"].max, c["image"].value) == (0, 2, 0)
+    assert [value for _, value in c["eps"].options] == [0.1, 0.2, 0.3] and c["eps"].value == 0.3
+    assert list(c["layer"].options) == ["conv1", "conv2"]
+    assert [value for _, value in c["neuron"].options] == [1, 2, 0]  # most sensitive first
+    c["layer"].value = "conv2"
+    assert [value for _, value in c["neuron"].options] == [2, 0, 3, 1, 4]
+    assert c["neuron"].value == 2
+    c["image"].value = 1
+    c["eps"].value = 0.1
+    assert not plt.get_fignums()  # every drawn figure was closed after display
+
+
+def test_explorer_widget_mode_without_sensitivity_lists_all_neurons():
+    pytest.importorskip("ipywidgets")
+    model, x, y = explorer_inputs()
+    box = sensitivity_explorer(model, x, y, ["conv2"], shift_attack, [0.1], static=False)
+    assert [value for _, value in controls(box)["neuron"].options] == [0, 1, 2, 3, 4]
