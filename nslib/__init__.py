@@ -1,2 +1,50 @@
-"""nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS), a course library."""
+"""nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS), a course library.
+
+Reproduces Zhang et al., "Interpreting and Improving Adversarial Robustness of Deep Neural
+Networks with Neuron Sensitivity", IEEE TIP 30 (2021), arXiv 1909.06978.
+
+One module per concept::
+
+    nslib.data          data sets by name (embedded "mnist5k", torchvision's full sets)
+    nslib.models        build("smallcnn" | "vgg16" | "resnet18")
+    nslib.checkpoints   save / load checkpoints, shipped models by name
+    nslib.attacks       FGSM, BIM, PGD, MIM, CW: atk = PGD(model, eps=0.3); atk(x, y)
+    nslib.hooks         layer outputs by dotted name
+    nslib.sensitivity   neuron and layer sensitivity, sensitive neurons (top-k)
+    nslib.ablation      stabilise / deactivate neurons, ablation sweeps
+    nslib.training      standard, PGD-AT, TRADES and SNS training
+    nslib.evaluation    accuracy, robustness tables, gradient-masking checks
+    nslib.plotting      the course's figures (E1-E6)
+    nslib.widgets       an interactive sensitivity explorer
+    nslib.reproduce     `python -m nslib reproduce`
+"""
+import importlib
+
+from . import attacks, checkpoints, data, hooks, models, sensitivity, utils
+from .attacks import BIM, CW, FGSM, MIM, PGD
+from .checkpoints import load_checkpoint, load_pretrained, save_checkpoint
+from .data import load, make_loader
+from .hooks import activations, capture
+from .models import build
+from .sensitivity import layer_sensitivity, neuron_sensitivity, sensitive_neurons
+from .utils import seed_everything
+
 __version__ = "0.1.0"
+
+_LAZY = ("ablation", "training", "evaluation", "plotting", "widgets", "reproduce", "editions",
+         "exercises", "cli")
+
+__all__ = [
+    "attacks", "checkpoints", "data", "hooks", "models", "sensitivity", "utils", *_LAZY,
+    "FGSM", "BIM", "PGD", "MIM", "CW",
+    "load", "make_loader", "build", "save_checkpoint", "load_checkpoint", "load_pretrained",
+    "capture", "activations", "neuron_sensitivity", "layer_sensitivity", "sensitive_neurons",
+    "seed_everything", "__version__",
+]
+
+
+def __getattr__(name: str):
+    """Import the heavier modules (matplotlib, ipywidgets, ...) on first use."""
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nslib' has no attribute {name!r}")

@@ -114,5 +114,150 @@ def check_success_rate(fn: Callable) -> None:
         if not done:
             return
         got = float(got)
-        _report(f"success rate on {args[0].tolist()}", abs(got - expected) < 1e-9,
+        _report(f"success rate on {args[0].tolist()}", abs(got - expected) < 1e-6,
                       f"expected {expected:.4f}, got {got:.4f}")
+
+
+# --- 02_neuron_sensitivity ----------------------------------------------------------------
+
+__all__ += ["check_sensitivity_from_activations", "check_top_k_neurons", "check_sensitivity_ratio"]
+
+
+def check_sensitivity_from_activations(fn: Callable) -> None:
+    """``fn(benign_act, adv_act)`` must return ``sigma_l`` of shape ``(neurons,)``:
+    ``(1/N) sum_j (1/dim) ||F_l^i(x_j) - F_l^i(x'_j)||_1`` for conv ``(N, C, H, W)`` and
+    linear ``(N, units)`` activations."""
+    from .sensitivity import neuron_distance
+
+    # A case you can check on paper: 2 pairs, 2 channels of 2x2 positions.
+    benign = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]],
+                           [[[1.0, 1.0], [1.0, 1.0]], [[2.0, 2.0], [2.0, 2.0]]]])
+    adv = torch.tensor([[[[1.0, 0.0], [3.0, 8.0]], [[1.0, -1.0], [1.0, -1.0]]],
+                        [[[1.0, 1.0], [1.0, 1.0]], [[2.0, 2.0], [2.0, 6.0]]]])
+    # channel 0: pair 1 (0 + 2 + 0 + 4) / 4 = 1.5, pair 2: 0  -> 0.75
+    # channel 1: pair 1 (1 + 1 + 1 + 1) / 4 = 1.0, pair 2: 1  -> 1.0
+    gen = torch.Generator().manual_seed(0)
+    conv_a, conv_b = torch.randn(6, 4, 5, 5, generator=gen), torch.randn(6, 4, 5, 5, generator=gen)
+    lin_a, lin_b = torch.randn(6, 7, generator=gen), torch.randn(6, 7, generator=gen)
+    cases = [("hand-made 2x2 case", benign, adv, torch.tensor([0.75, 1.0])),
+             ("conv activations (6, 4, 5, 5)", conv_a, conv_b, neuron_distance(conv_a, conv_b).mean(0)),
+             ("linear activations (6, 7)", lin_a, lin_b, neuron_distance(lin_a, lin_b).mean(0))]
+    for name, a, b, expected in cases:
+        done, got = _call("sensitivity from activations", fn, a.clone(), b.clone())
+        if not done:
+            return
+        _close(f"sensitivity on the {name}", got, expected, atol=1e-5)
+
+
+def check_top_k_neurons(fn: Callable) -> None:
+    """``fn(sigma, k)`` must return the indices of the ``k`` largest values, largest first,
+    ties to the lower index (as ``nslib.sensitivity.sensitive_neurons``)."""
+    from .sensitivity import sensitive_neurons
+
+    gen = torch.Generator().manual_seed(0)
+    cases = [(torch.tensor([0.1, 0.9, 0.5, 0.9, 0.2]), 2), (torch.tensor([0.3, 0.7, 0.7, 0.7, 0.1]), 3),
+             (torch.rand(64, generator=gen), 6), (torch.rand(10, generator=gen), 10)]
+    for sigma, k in cases:
+        done, got = _call("top-k neurons", fn, sigma.clone(), k)
+        if not done:
+            return
+        expected = sensitive_neurons({"layer": sigma}, k=k)["layer"]
+        got_list = got.tolist() if isinstance(got, torch.Tensor) else got
+        shown = [round(v, 3) for v in sigma.tolist()] if sigma.numel() <= 5 else f"{sigma.numel()} values"
+        _report(f"top-{k} of {shown}", got_list == expected.tolist(),
+                f"expected {expected.tolist()}, got {got_list}")
+
+
+def check_sensitivity_ratio(fn: Callable) -> None:
+    """``fn(sigma_a, sigma_b)`` must return ``{layer: mean(sigma_a[layer]) / mean(sigma_b[layer])}``."""
+    gen = torch.Generator().manual_seed(0)
+    sigma_a = {"conv1": torch.tensor([1.0, 2.0, 3.0]), "fc1": torch.rand(20, generator=gen)}
+    sigma_b = {"conv1": torch.tensor([4.0, 4.0, 4.0]), "fc1": torch.rand(20, generator=gen) + 0.5}
+    done, got = _call("sensitivity ratio", fn, sigma_a, sigma_b)
+    if not done:
+        return
+    if not isinstance(got, dict) or set(got) != set(sigma_a):
+        keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+        _report("sensitivity ratio", False, f"expected a dict with keys {sorted(sigma_a)}, got {keys}")
+        return
+    for layer in sigma_a:
+        expected = (sigma_a[layer].double().mean() / sigma_b[layer].double().mean()).item()
+        value = float(got[layer])
+        _report(f"sensitivity ratio of {layer}", abs(value - expected) < 1e-5,
+                f"expected {expected:.4f}, got {value:.4f}")
+
+
+# --- 03_sensitive_neurons_and_ablation ----------------------------------------------------
+
+__all__ += ["check_deactivation_hook", "check_stabilised_success_rate"]
+
+
+def _ablation_model() -> nn.Module:
+    """A tiny conv + linear classifier of 8x8 grey images whose predictions vary with the input."""
+    from collections import OrderedDict
+
+    with torch.random.fork_rng():  # fixed weights, without touching the notebook's RNG
+        torch.manual_seed(0)
+        return nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 6, 3), relu=nn.ReLU(), flatten=nn.Flatten(),
+                                         fc=nn.Linear(6 * 6 * 6, 5))).eval()
+
+
+def _ablation_data(model: nn.Module):
+    """Benign images, labels (4 in 5 equal to the model's prediction) and their FGSM twins."""
+    from .attacks import fgsm
+
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)
+    labels[::5] = (labels[::5] + 1) % 5
+    return images, labels, fgsm(model, images, labels, eps=0.15)
+
+
+def check_deactivation_hook(fn: Callable) -> None:
+    """``fn(indices)`` must return a forward hook ``hook(module, inputs, output)`` that returns
+    the output with the neurons ``indices`` (along dim 1) set to zero, as
+    ``nslib.ablation.deactivate``."""
+    from .ablation import deactivate
+
+    model = _ablation_model()
+    images, _, _ = _ablation_data(model)
+    for layer, indices in (("conv", [0, 2]), ("conv", [5]), ("fc", [1, 3, 4])):
+        done, hook = _call("deactivation hook", fn, indices)
+        if not done:
+            return
+        if not callable(hook):
+            _report("deactivation hook", False, f"expected a function (the hook), got {type(hook).__name__}")
+            return
+        handle = model.get_submodule(layer).register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                got = model(images)
+        finally:
+            handle.remove()
+        with deactivate(model, {layer: indices}), torch.no_grad():
+            expected = model(images)
+        _close(f"logits with neurons {indices} of {layer!r} deactivated", got, expected, atol=1e-5)
+
+
+def check_stabilised_success_rate(fn: Callable) -> None:
+    """``fn(model, benign, adversarial, labels, neurons)`` must return the attack success rate
+    when ``neurons`` (``{layer: indices}``) are stabilised: among the benign inputs the plain
+    model classifies correctly, the fraction whose adversarial input is still misclassified
+    with those neurons' benign outputs put back (``nslib.ablation.stabilise``)."""
+    from .ablation import stabilise
+
+    model = _ablation_model()
+    images, labels, adversarial = _ablation_data(model)
+    with torch.no_grad():
+        correct = model(images).argmax(dim=1) == labels
+    for neurons in ({"conv": [0, 2]}, {"conv": [1, 3, 5]}, {"fc": list(range(2))}):
+        done, got = _call("stabilised success rate", fn, model, images.clone(), adversarial.clone(),
+                          labels.clone(), neurons)
+        if not done:
+            return
+        with stabilise(model, neurons, images), torch.no_grad():
+            fooled = correct & (model(adversarial).argmax(dim=1) != labels)
+        expected = fooled.sum().item() / correct.sum().item()
+        got = float(got)
+        _report(f"success rate with {neurons} stabilised", abs(got - expected) < 1e-6,
+                f"expected {expected:.4f}, got {got:.4f}")
