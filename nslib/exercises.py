@@ -261,3 +261,97 @@ def check_stabilised_success_rate(fn: Callable) -> None:
         got = float(got)
         _report(f"success rate with {neurons} stabilised", abs(got - expected) < 1e-6,
                 f"expected {expected:.4f}, got {got:.4f}")
+
+
+# --- 04_robust_training_and_sns -----------------------------------------------------------
+
+__all__ += ["check_sns_penalty", "check_trades_kl", "check_eps_ramp"]
+
+
+def check_sns_penalty(fn: Callable) -> None:
+    """``fn(benign_act, adv_act, k)`` must return the SNS penalty of one layer on one batch:
+    ``sum_{i in topk} (1/N) sum_j (1/dim) ||F^i(x_j) - F^i(x'_j)||_1``, the ``k`` (an int)
+    neurons chosen by this batch's own sensitivity, and differentiable in both activations
+    (only the choice of neurons is made without gradient), as ``nslib.training.sns_loss``."""
+    from .sensitivity import neuron_distance, sensitive_neurons
+
+    def reference(benign, adv, k):
+        dist = neuron_distance(benign, adv)
+        index = sensitive_neurons({"layer": dist.detach().mean(0)}, k)["layer"]
+        return dist[:, index].sum() / benign.shape[0]
+
+    # A case you can check on paper: 2 samples, 4 linear units, benign all zero.
+    # sigma = mean over the 2 samples of |adv| = [2, 1, 0, 3]; top-2 = units 3 and 0: 3 + 2 = 5.
+    hand_benign = torch.zeros(2, 4)
+    hand_adv = torch.tensor([[1.0, -2.0, 0.0, 4.0], [3.0, 0.0, 0.0, -2.0]])
+    gen = torch.Generator().manual_seed(0)
+    conv = (torch.randn(8, 6, 5, 5, generator=gen), torch.randn(8, 6, 5, 5, generator=gen))
+    lin = (torch.randn(8, 20, generator=gen), torch.randn(8, 20, generator=gen))
+    cases = [("hand-made case, k=2", hand_benign, hand_adv, 2), ("conv activations (8, 6, 5, 5), k=3", *conv, 3),
+             ("linear activations (8, 20), k=5", *lin, 5)]
+    for name, benign, adv, k in cases:
+        ref_in = (benign.clone().requires_grad_(True), adv.clone().requires_grad_(True))
+        expected = reference(*ref_in, k)
+        expected_grad = torch.autograd.grad(expected, ref_in)
+        got_in = (benign.clone().requires_grad_(True), adv.clone().requires_grad_(True))
+        done, got = _call("SNS penalty", fn, *got_in, k)
+        if not done:
+            return
+        if not _close(f"SNS penalty on the {name}", got, expected.detach(), atol=1e-5):
+            continue
+        if not got.requires_grad:
+            _report(f"SNS penalty is differentiable ({name})", False,
+                    "the result carries no gradient; detach only the sensitivity used to choose the neurons")
+            continue
+        grads = torch.autograd.grad(got, got_in, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(got_in, grads)]
+        err = max((g - e).abs().max().item() for g, e in zip(grads, expected_grad))
+        _report(f"gradient of the SNS penalty ({name})", err <= 1e-5,
+                f"the gradient differs from the reference by up to {err:.3g}: is the choice of "
+                "neurons detached, and are the distances averaged over the batch?")
+
+
+def check_trades_kl(fn: Callable) -> None:
+    """``fn(logits_clean, logits_adv)`` must return TRADES' robustness term
+    ``KL(softmax f(x) || softmax f(x'))``, summed over classes and averaged over the batch."""
+    def reference(clean, adv):
+        clean, adv = clean.double(), adv.double()
+        p = clean.softmax(1)
+        return (p * (clean.log_softmax(1) - adv.log_softmax(1))).sum(1).mean()
+
+    gen = torch.Generator().manual_seed(0)
+    same = torch.randn(4, 10, generator=gen)
+    # p = (1/2, 1/2), q = (1/4, 3/4): KL(p||q) = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3) = 0.1438
+    hand = (torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, float(torch.tensor(3.0).log())]]))
+    rand = (3 * torch.randn(16, 10, generator=gen), 3 * torch.randn(16, 10, generator=gen))
+    cases = [("identical logits (KL = 0)", same, same.clone()), ("hand-made case (KL = ln(4/3)/2)", *hand),
+             ("random logits (16, 10)", *rand)]
+    for name, clean, adv in cases:
+        done, got = _call("TRADES KL", fn, clean.clone(), adv.clone())
+        if not done:
+            return
+        if isinstance(got, (int, float)):
+            got = torch.tensor(float(got))
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.reshape(())
+        _close(f"TRADES KL term on {name}", got, reference(clean, adv), atol=1e-5)
+
+
+def check_eps_ramp(fn: Callable) -> None:
+    """``fn(eps, epoch, step, steps_per_epoch, warmup_epochs)`` must return the linear eps
+    warm-up of ``nslib.training.ramp``: ``eps * min(1, (epoch + (step + 1) / steps_per_epoch)
+    / warmup_epochs)`` (epoch and step from 0), and ``eps`` itself when ``warmup_epochs`` is 0."""
+    from .training import ramp
+
+    cases = [(0.3, 0, 49, 100, 16), (0.3, 0, 0, 40, 16), (0.3, 15, 39, 40, 16), (0.3, 30, 5, 40, 16),
+             (8 / 255, 2, 9, 10, 5), (0.3, 0, 0, 40, 0), (0.3, 1, 19, 40, 2.5)]
+    for args in cases:
+        done, got = _call("eps ramp", fn, *args)
+        if not done:
+            return
+        expected = ramp(*args)
+        ok = isinstance(got, (int, float)) or (isinstance(got, torch.Tensor) and got.numel() == 1)
+        value = float(got) if ok else float("nan")
+        _report(f"eps ramp at epoch {args[1]}, step {args[2]} of {args[3]}, warm-up {args[4]:g}",
+                ok and abs(value - expected) < 1e-9,
+                f"expected {expected:.6f}, got {got if not ok else f'{value:.6f}'}")

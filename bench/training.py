@@ -1,0 +1,87 @@
+"""Time one SNS training step against one PGD-AT step on the same model, data and device.
+
+Both recipes run ``--batches`` optimizer steps (PGD-10, eps 0.3, batch 100 on mnist5k by
+default) from the same weights; runs are interleaved (pgd_at, sns, pgd_at, sns, ...)
+after a warm-up so drifts in machine load hit both alike. Prints the median seconds per
+step of each and the ratio sns / pgd_at (the issue's target: <= 1.15), which is also the
+ratio of epoch times, since an epoch is the same number of such steps.
+
+    python bench/training.py                        # CPU, smallcnn, 1 thread
+    python bench/training.py --threads 2 --batches 20 --repeats 7
+    python bench/training.py --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nslib import data, models  # noqa: E402
+from nslib.training import RECIPES  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--batches", type=int, default=10, help="steps per timed run (default: 10)")
+    p.add_argument("--batch-size", type=int, default=100, help="default: 100")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default: 10)")
+    p.add_argument("--eps", type=float, default=0.3, help="default: 0.3")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per recipe (default: 5)")
+    p.add_argument("--lam", type=float, default=0.01, help="SNS lambda (default: 0.01)")
+    return p.parse_args(argv)
+
+
+def run(recipe: str, model, batches, args) -> float:
+    """Seconds per optimizer step of ``recipe`` over ``batches``."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    options = {"lam": args.lam} if recipe == "sns" else {}
+    state: dict = {}
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for x, y in batches:
+        loss, _ = RECIPES[recipe](model, x, y, net=model, eps=args.eps, alpha=2.5 * args.eps / args.steps,
+                                  steps=args.steps, state=state, **options)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / len(batches)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = models.build("smallcnn", dataset="mnist5k").to(args.device)
+    x, y = data.load("mnist5k", "train").tensors(args.batches * args.batch_size)
+    batches = [(x[i:i + args.batch_size].to(args.device), y[i:i + args.batch_size].to(args.device))
+               for i in range(0, x.shape[0], args.batch_size)]
+    run("pgd_at", model, batches[:2], args)
+    run("sns", model, batches[:2], args)  # warm-up
+    times = {"pgd_at": [], "sns": []}
+    for _ in range(args.repeats):
+        for recipe in times:
+            times[recipe].append(run(recipe, model, batches, args))
+    pgd_at, sns = statistics.median(times["pgd_at"]), statistics.median(times["sns"])
+    ratios = [s / p for p, s in zip(times["pgd_at"], times["sns"])]
+    print(f"device {args.device}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+          f"PGD-{args.steps}, {args.batches} steps x {args.repeats} interleaved runs")
+    print(f"pgd_at: {pgd_at * 1000:.1f} ms/step   sns: {sns * 1000:.1f} ms/step")
+    print(f"ratio sns / pgd_at: {sns / pgd_at:.3f} (median of per-pair ratios "
+          f"{statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

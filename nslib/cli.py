@@ -1,0 +1,270 @@
+"""The command line: ``python -m nslib <command>``, with ``train``, ``evaluate`` and ``download``.
+
+Each command is a pair ``(add_arguments(parser), run(args))`` in ``COMMANDS``; adding one
+is adding an entry. ``train`` runs unchanged under ``torchrun --nproc_per_node=K``
+(DistributedDataParallel, gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["main", "COMMANDS", "build_parser"]
+
+TRAIN_EPILOG = """\
+examples:
+  # standard training, 10 epochs, on the embedded MNIST subset (4,000 images)
+  python -m nslib train --recipe standard --epochs 10 --out runs/standard
+  # PGD adversarial training as the shipped model (eps 0.3, PGD-10, eps ramp over 16 epochs)
+  python -m nslib train --recipe pgd_at --epochs 40 --eps 0.3 --eps-warmup-epochs 16 --out runs/pgd_at
+  # SNS: PGD-AT plus lambda x the sensitivity of the top-10%% neurons of conv3, conv4, fc1
+  python -m nslib train --recipe sns --lambda 0.01 --layers conv3 conv4 fc1 --out runs/sns
+  # two processes on one machine (DistributedDataParallel)
+  torchrun --nproc_per_node=2 -m nslib train --recipe pgd_at --out runs/ddp
+
+A run folder holds last.pt (written every epoch), log.jsonl and, at the end, model.pt.
+Run the same command again after an interruption and it resumes from last.pt.
+"""
+
+EVALUATE_EPILOG = """\
+examples:
+  python -m nslib evaluate runs/pgd_at                 # the standard MNIST attack suite, 1000 images
+  python -m nslib evaluate mnist_pgd_at mnist_sns      # shipped checkpoints, by name
+  python -m nslib evaluate runs/a runs/b --n 200 --attacks clean fgsm pgd40 --csv results/table.csv
+
+Prints one row per (model, attack) with the accuracy, and warnings when a model's
+numbers look like gradient masking (a stronger attack doing worse than a weaker one,
+or accuracy far from 0 at a huge eps).
+"""
+
+
+def _threads(args: argparse.Namespace) -> None:
+    import torch
+
+    threads = args.threads or int(os.environ.get("NSLIB_THREADS", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _number(text: str) -> int | float:
+    """An int if it looks like one (a count), else a float (a fraction)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", default="mnist5k", help="data set: mnist5k (embedded), mnist, "
+                   "fashion-mnist, cifar10 (download first). Default: %(default)s")
+    g.add_argument("--model", default="smallcnn", help="smallcnn (28x28), vgg16 or resnet18 "
+                   "(32x32). Default: %(default)s")
+    g.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    g.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR-10)")
+    g = p.add_argument_group("training")
+    g.add_argument("--recipe", default="standard", choices=["standard", "pgd_at", "trades", "sns"],
+                   help="loss: standard CE, PGD-AT (Madry), TRADES, SNS. Default: %(default)s")
+    g.add_argument("--epochs", type=int, default=10, help="Default: %(default)s")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate. Default: %(default)s")
+    g.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="Default: %(default)s")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="Default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=100, help="global batch size. Default: %(default)s")
+    g.add_argument("--schedule", default=None, choices=["cosine", "multistep"],
+                   help="learning-rate schedule, stepped per epoch. Default: constant")
+    g.add_argument("--seed", type=int, default=0, help="Default: %(default)s")
+    g.add_argument("--out", required=True, help="run folder (created; resumed if it has last.pt)")
+    g = p.add_argument_group("adversary used in training (pgd_at, trades, sns) and in the per-epoch check")
+    g.add_argument("--eps", type=float, default=None,
+                   help="Linf budget. Default: 0.3 for MNIST-like data, 8/255 for CIFAR-10")
+    g.add_argument("--alpha", type=float, default=None, help="PGD step. Default: 2.5*eps/steps")
+    g.add_argument("--steps", type=int, default=10, help="PGD steps. Default: %(default)s")
+    g.add_argument("--eps-warmup-epochs", type=float, default=0,
+                   help="ramp eps linearly from 0 over this many epochs. Default: %(default)s")
+    g = p.add_argument_group("recipe options")
+    g.add_argument("--beta", type=float, default=6.0, help="trades: weight of the KL term. Default: %(default)s")
+    g.add_argument("--lambda", dest="lam", type=float, default=0.01,
+                   help="sns: weight of the sensitivity penalty. Default: %(default)s")
+    g.add_argument("--layers", nargs="+", default=None,
+                   help="sns: constrained layers. Default: conv3 conv4 fc1 for smallcnn")
+    g.add_argument("--k", type=_number, default=0.1,
+                   help="sns: top-k neurons per layer, a count (10) or a fraction (0.1). Default: %(default)s")
+    g.add_argument("--max-k", type=int, default=10, help="sns: cap on a fractional k. Default: %(default)s")
+    g.add_argument("--topk-every", type=int, default=0,
+                   help="sns: 0 = top-k from each batch; n = from a running estimate every n steps. "
+                        "Default: %(default)s")
+    g.add_argument("--ce-on", default="adv", choices=["adv", "clean", "both"],
+                   help="sns: cross-entropy on x' (adv), x (clean) or both. Default: %(default)s")
+    g = p.add_argument_group("machine and logging")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... Default: cuda if available")
+    g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (also $NSLIB_THREADS). Default: torch's choice")
+    g.add_argument("--eval-n", type=int, default=500,
+                   help="test images for the per-epoch clean/robust check. Default: %(default)s")
+    g.add_argument("--eval-every", type=int, default=1, help="Default: %(default)s")
+    g.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the check. Default: %(default)s")
+    g.add_argument("--max-batches", type=int, default=None, help="batches per epoch (quick runs)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load
+    from .models import build
+    from .training import train
+    from .utils import seed_everything
+
+    _threads(args)
+    train_set = load(args.data, "train", limit=args.limit, augment=args.augment)
+    test_set = load(args.data, "test")
+    seed_everything(args.seed)
+    model = build(args.model, dataset=args.data)
+    options: dict = {}
+    if args.recipe == "trades":
+        options = {"beta": args.beta}
+    elif args.recipe == "sns":
+        options = {"lam": args.lam, "layers": args.layers, "k": args.k, "max_k": args.max_k,
+                   "topk_every": args.topk_every, "ce_on": args.ce_on}
+        if options["layers"] is None:
+            del options["layers"]
+    log = train(model, train_set, args.recipe, args.epochs, test_data=test_set, lr=args.lr,
+                optimizer=args.optimizer, weight_decay=args.weight_decay,
+                batch_size=args.batch_size, schedule=args.schedule, eps=args.eps, alpha=args.alpha,
+                steps=args.steps, eps_warmup_epochs=args.eps_warmup_epochs, seed=args.seed,
+                out=args.out, device=args.device, amp=args.amp, progress=not args.no_progress,
+                eval_every=args.eval_every, eval_n=args.eval_n, eval_steps=args.eval_steps,
+                max_batches=args.max_batches, **options)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {len(log)} epochs; model at {Path(args.out) / 'model.pt'}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+",
+                   help="run folders (their model.pt), checkpoint files, or shipped names (mnist_pgd_at)")
+    p.add_argument("--data", default=None, help="data set. Default: the one the model was trained on")
+    p.add_argument("--n", type=int, default=1000, help="test images. Default: %(default)s")
+    p.add_argument("--attacks", nargs="+", default=None,
+                   help="attacks from nslib.evaluation.default_suite; at eps 0.3: clean fgsm pgd10 pgd40 "
+                        "pgd100 pgd40@0.1 pgd40@0.2 pgd40x5 pgd40_cw mim cw_l2 pgd40@0.6. Default: all")
+    p.add_argument("--eps", type=float, default=None,
+                   help="scale the suite to this eps. Default: 0.3 (MNIST) or 8/255")
+    p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts. Default: %(default)s")
+    p.add_argument("--device", default=None, help="Default: cuda if available")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_model(spec: str):
+    from .checkpoints import load_checkpoint, load_pretrained, pretrained_names
+
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "model.pt"
+        if not path.exists():
+            raise SystemExit(f"{spec} has no model.pt (training not finished?); pass a checkpoint "
+                             "file or a finished run folder.")
+    if path.exists():
+        return path.stem if path.name != "model.pt" else path.parent.name, *load_checkpoint(path)
+    if spec in pretrained_names():
+        return spec, *load_pretrained(spec)
+    raise SystemExit(f"{spec!r} is neither a run folder, a checkpoint file nor a shipped model "
+                     f"({pretrained_names()}).")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load
+    from .evaluation import default_suite, format_table, masking_warnings, robustness_table, save_csv
+    from .utils import default_device
+
+    _threads(args)
+    device = torch.device(args.device) if args.device else default_device()
+    models, dataset = {}, args.data
+    for spec in args.models:
+        name, model, info = _load_model(spec)
+        models[name] = model.to(device)
+        dataset = dataset or info.get("dataset") or "mnist5k"
+    x, y = load(dataset, "test").tensors(args.n)
+    suite = default_suite(args.eps if args.eps is not None else (0.3 if x.shape[1] == 1 else 8 / 255))
+    if args.attacks:
+        unknown = [a for a in args.attacks if a not in suite]
+        if unknown:
+            raise SystemExit(f"unknown attacks {unknown}; choose from {list(suite)}.")
+        suite = {a: suite[a] for a in args.attacks}
+    rows = robustness_table(models, (x, y), suite, seed=args.seed, progress=not args.no_progress)
+    print(format_table(rows))
+    for warning in masking_warnings(rows):
+        print("WARNING:", warning)
+    if args.csv:
+        save_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+# --------------------------------------------------------------------------- download
+
+
+def add_download_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", choices=["mnist", "fashion-mnist", "cifar10"],
+                   help="data sets to fetch with torchvision (needs internet)")
+    p.add_argument("--root", default=None, help="folder. Default: $NSLIB_DATA_ROOT or data/downloads")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from .data import download_root, load
+
+    for name in args.names:
+        for split in ("train", "test"):
+            ds = load(name, split, root=args.root, download=True)
+            print(f"{name} {split}: {len(ds)} images in {args.root or download_root()}")
+    return 0
+
+
+#: command -> (help, description epilog, add_arguments, run)
+COMMANDS: dict[str, tuple[str, str, Callable, Callable]] = {
+    "train": ("train a model with a recipe (standard, pgd_at, trades, sns)", TRAIN_EPILOG,
+              add_train_arguments, run_train),
+    "evaluate": ("robustness table of trained models under a suite of attacks", EVALUATE_EPILOG,
+                 add_evaluate_arguments, run_evaluate),
+    "download": ("download MNIST, Fashion-MNIST or CIFAR-10 with torchvision", "",
+                 add_download_arguments, run_download),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nslib",
+        description="nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS). "
+                    "Run `python -m nslib <command> --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for name, (help_text, epilog, add_arguments, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][3](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

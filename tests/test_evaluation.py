@@ -1,0 +1,141 @@
+"""Evaluation: accuracy by hand count, table structure, gradient-masking flags."""
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from nslib.data import load, make_loader
+from nslib.evaluation import (CSV_COLUMNS, accuracy, default_suite, flag_masking, format_table,
+                              masking_warnings, robust_accuracy_curve, robustness_table, save_csv)
+from nslib.models import build
+from nslib.training import train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Binarize(nn.Module):
+    """``round(x)``: a step function, so every input gradient is exactly 0 (masked)."""
+
+    def forward(self, x):
+        return torch.round(x)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = build("smallcnn", dataset="mnist5k")
+    train(model, load("mnist5k", "train", limit=1000), "standard", 2, progress=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def test_xy():
+    return load("mnist5k", "test").tensors(100)
+
+
+SUITE = {
+    "clean": {"attack": "clean"},
+    "fgsm": {"attack": "fgsm", "eps": 0.3},
+    "pgd5": {"attack": "pgd", "eps": 0.3, "alpha": 0.15, "steps": 5},
+    "pgd10": {"attack": "pgd", "eps": 0.3, "alpha": 0.075, "steps": 10},
+    "pgd10@0.6": {"attack": "pgd", "eps": 0.6, "alpha": 0.15, "steps": 10},
+}
+
+
+def test_accuracy_matches_hand_count():
+    model = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3))          # predicts argmax of the input
+    x = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]])
+    y = torch.tensor([0, 1, 0, 2, 2])             # right: rows 0, 1, 4 -> 3 / 5
+    assert accuracy(model, x, y) == 3 / 5
+    assert accuracy(model, x, y, batch_size=2) == 3 / 5
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
+    assert accuracy(model, loader) == 3 / 5
+    with pytest.raises(ValueError, match="labels"):
+        accuracy(model, x)
+    with pytest.raises(ValueError, match="shape"):
+        accuracy(model, x, y[:3])
+
+
+def test_accuracy_restores_mode_and_takes_a_dataset_loader(trained):
+    trained.train()
+    acc = accuracy(trained, make_loader(load("mnist5k", "test", limit=100), 50))
+    assert trained.training and 0.5 < acc <= 1
+    trained.eval()
+
+
+def test_table_structure_and_normal_model_not_flagged(trained, test_xy, tmp_path):
+    rows = robustness_table({"std": trained}, test_xy, SUITE)
+    assert [r["attack"] for r in rows] == list(SUITE)
+    assert all(set(CSV_COLUMNS) <= set(r) for r in rows)
+    acc = {r["attack"]: r["accuracy"] for r in rows}
+    assert acc["clean"] == accuracy(trained, *test_xy)
+    assert acc["clean"] >= acc["fgsm"] >= acc["pgd10"] - 0.01
+    assert acc["pgd10@0.6"] < 0.05
+    assert masking_warnings(rows) == []
+    text = format_table(rows)
+    assert text.splitlines()[0].split() == ["model", *SUITE]
+    assert text.splitlines()[1].startswith("std")
+    save_csv(rows, tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as fh:
+        back = list(csv.DictReader(fh))
+    assert [r["attack"] for r in back] == list(SUITE) and float(back[0]["accuracy"]) == acc["clean"]
+
+
+def test_gradient_masked_model_is_flagged(trained, test_xy):
+    masked = nn.Sequential(Binarize(), trained)
+    rows = robustness_table({"std": trained, "masked": masked}, test_xy, SUITE)
+    flagged = {r["model"] for r in rows if r["flags"]}
+    assert flagged == {"masked"}
+    fgsm = next(r for r in rows if r["model"] == "masked" and r["attack"] == "fgsm")
+    clean = next(r for r in rows if r["model"] == "masked" and r["attack"] == "clean")
+    assert fgsm["accuracy"] == clean["accuracy"]  # zero gradient: FGSM cannot move
+    assert any("large eps" in w for w in masking_warnings(rows))
+    assert "*" in format_table(rows).splitlines()[2]
+
+
+def _row(attack, kind, accuracy, eps=0.3, steps=None, restarts=None, loss=None):
+    return {"model": "m", "attack": attack, "kind": kind, "eps": eps, "steps": steps,
+            "restarts": restarts, "loss": loss, "accuracy": accuracy, "n": 100, "flags": []}
+
+
+def test_flag_rules_on_hand_made_rows():
+    rows = flag_masking([
+        _row("clean", "clean", 0.95, eps=0.0),
+        _row("fgsm", "fgsm", 0.40, steps=1),
+        _row("pgd10", "pgd", 0.50, steps=10, restarts=1, loss="ce"),     # > FGSM
+        _row("pgd40", "pgd", 0.30, steps=40, restarts=1, loss="ce"),
+        _row("pgd100", "pgd", 0.35, steps=100, restarts=1, loss="ce"),   # > pgd40
+        _row("pgd40x5", "pgd", 0.305, steps=40, restarts=5, loss="ce"),  # within tolerance
+        _row("pgd40_cw", "pgd", 0.31, steps=40, restarts=1, loss="cw"),  # other loss: not compared
+        _row("big", "pgd", 0.20, eps=0.6, steps=40, restarts=1, loss="ce"),  # >= 5 % at 2 eps
+    ])
+    flags = {r["attack"]: r["flags"] for r in rows}
+    assert flags["clean"] == [] and flags["fgsm"] == [] and flags["pgd40"] == []
+    assert flags["pgd40x5"] == [] and flags["pgd40_cw"] == []
+    assert any("FGSM" in f for f in flags["pgd10"])
+    assert any("pgd40" in f for f in flags["pgd100"])
+    assert any("large eps" in f for f in flags["big"])
+
+
+def test_curve_starts_at_clean_and_falls(trained, test_xy):
+    curve = robust_accuracy_curve(trained, *test_xy, [0, 0.1, 0.3], steps=5)
+    assert curve[0] == accuracy(trained, *test_xy)
+    assert curve[0] >= curve[1] >= curve[2]
+    with pytest.raises(ValueError, match="unknown attack"):
+        robust_accuracy_curve(trained, *test_xy, [0.1], attack="nope")
+
+
+def test_default_suite_has_the_standard_attacks():
+    suite = default_suite(0.3, autoattack=False)
+    assert {"clean", "fgsm", "pgd10", "pgd40", "pgd100", "pgd40x5", "pgd40_cw", "mim", "cw_l2",
+            "pgd40@0.6"} <= set(suite)
+    assert suite["pgd40"]["alpha"] == pytest.approx(0.01)
