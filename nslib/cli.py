@@ -1,4 +1,5 @@
-"""The command line: ``python -m nslib <command>``, with ``train``, ``evaluate`` and ``download``.
+"""The command line: ``python -m nslib <command>``, with ``train``, ``evaluate``, ``download``,
+``reproduce`` and ``student``.
 
 Each command is a pair ``(add_arguments(parser), run(args))`` in ``COMMANDS``; adding one
 is adding an entry. ``train`` runs unchanged under ``torchrun --nproc_per_node=K``
@@ -236,6 +237,61 @@ def run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- reproduce
+
+REPRODUCE_EPILOG = """\
+examples:
+  python -m nslib reproduce                  # quick: shipped checkpoints, 200 test images, minutes on a CPU
+  python -m nslib reproduce --full           # 1000 test images and the full attack suite (a GPU or patience)
+  python -m nslib reproduce --steps robustness --force
+
+Writes PNG figures, CSV tables and results/REPORT.md. A step whose outputs are current
+is skipped, so an interrupted run can simply be started again.
+"""
+
+
+def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    from .reproduce import STEPS
+
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="shipped checkpoints, small N (default)")
+    mode.add_argument("--full", dest="quick", action="store_false", help="N = 1000 and the full attack suite")
+    p.add_argument("--out", default="results", help="output folder. Default: results")
+    p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run only these steps. Default: all")
+    p.add_argument("--force", action="store_true", help="rerun steps even when their outputs are current")
+    p.add_argument("--seed", type=int, default=0, help="the one seed. Default: 0")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed,
+              progress=args.progress)
+    return 0
+
+
+def add_student_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="folder. Default: student/ beside notebooks/")
+
+
+def run_student(args: argparse.Namespace) -> int:
+    from .editions import ROOT, write_student_edition
+
+    for path in write_student_edition(dst=args.out or ROOT / "student"):
+        print("wrote", path)
+    return 0
+
+
+def run_clean_notebooks(args: argparse.Namespace) -> int:
+    from .editions import clean_notebooks
+
+    for path in clean_notebooks():
+        print("cleaned", path)
+    return 0
+
+
 #: command -> (help, description epilog, add_arguments, run)
 COMMANDS: dict[str, tuple[str, str, Callable, Callable]] = {
     "train": ("train a model with a recipe (standard, pgd_at, trades, sns)", TRAIN_EPILOG,
@@ -244,6 +300,12 @@ COMMANDS: dict[str, tuple[str, str, Callable, Callable]] = {
                  add_evaluate_arguments, run_evaluate),
     "download": ("download MNIST, Fashion-MNIST or CIFAR-10 with torchvision", "",
                  add_download_arguments, run_download),
+    "reproduce": ("regenerate every figure and table of experiments E1-E7 into results/",
+                  REPRODUCE_EPILOG, add_reproduce_arguments, run_reproduce),
+    "student": ("write the student edition of the notebooks (solutions stubbed, outputs cleared)", "",
+                add_student_arguments, run_student),
+    "clean-notebooks": ("strip execution timestamps and widget state from notebooks/ (small diffs)", "",
+                        lambda p: None, run_clean_notebooks),
 }
 
 

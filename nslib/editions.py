@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition"]
+__all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition", "clean_notebook"]
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your code.")'
@@ -45,9 +45,32 @@ def strip_solutions(source: str) -> str:
     return "\n".join(out)
 
 
+def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop machine-specific noise in place: execution timestamps and saved widget state.
+
+    Run after executing a notebook (``python -m nslib clean-notebooks``) so diffs stay small.
+    """
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+    return notebook
+
+
+def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
+    """:func:`clean_notebook` on every ``src/*.ipynb``, rewriting only those that change."""
+    changed = []
+    for path in sorted(Path(src).glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        before = nbformat.writes(notebook)
+        if nbformat.writes(clean_notebook(notebook)) != before:
+            nbformat.write(notebook, path)
+            changed.append(path)
+    return changed
+
+
 def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out and all outputs cleared."""
-    student = nbformat.from_dict(notebook)
+    student = clean_notebook(nbformat.from_dict(notebook))
     for cell in student.cells:
         if cell.cell_type != "code":
             continue

@@ -4,8 +4,10 @@ Each experiment is one *step*: a function that writes PNG figures and CSV tables
 returns a one-sentence finding for ``results/REPORT.md``. A step whose outputs exist and
 whose inputs (its settings, its code and the sha256 of the checkpoints it used) are
 unchanged is skipped, so an interrupted run loses only the step it was in; every step reseeds, so two
-runs give identical tables. ``--quick`` (the default on CPU) uses the shipped checkpoints
-and small N; ``--full`` retrains what is missing at the full budget and uses N = 1000.
+runs give identical tables. ``--quick`` (the default) uses the shipped checkpoints, N = 200
+test images and a trimmed attack suite; ``--full`` uses N = 1000 and the full suite
+(PGD-100, 5 restarts). Both use the shipped checkpoints: retraining them at the full
+budget is ``scripts/train_shipped.sh`` (E7's sweep: ``scripts/sns_sweep.py``).
 """
 from __future__ import annotations
 

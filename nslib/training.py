@@ -393,7 +393,8 @@ def train(model: nn.Module, train_data, recipe: str = "standard", epochs: int = 
         device (optional): Default: ``nslib.utils.default_device()``.
         amp (bool, optional): mixed precision (CUDA only; ignored with a note on CPU).
             Default: ``False``.
-        progress (bool, optional): a tqdm bar per epoch. Default: ``True``.
+        progress (bool, optional): a tqdm bar per epoch and one printed line per epoch
+            (the full log is returned and written to ``out/log.jsonl`` either way). Default: ``True``.
         eval_every (int, optional): evaluate every this many epochs (and the last). Default: ``1``.
         eval_n (int, optional): test examples for the per-epoch evaluation. Default: ``500``.
         eval_steps (int, optional): PGD steps of the per-epoch robust accuracy. Default: ``20``.
@@ -543,7 +544,8 @@ def train(model: nn.Module, train_data, recipe: str = "standard", epochs: int = 
         log.append(record)
         start_epoch = epoch + 1
         if is_main:
-            print(_format_record(record))
+            if progress:  # quiet with progress=False, so notebook outputs stay comparable
+                print(_format_record(record))
             if out is not None:
                 atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": scheduler.state_dict() if scheduler is not None else None,

@@ -56,3 +56,11 @@ def test_checkers_fail_the_stub_and_pass_the_solution(path, monkeypatch):
         assert "[PASS]" in solved and "[FAIL]" not in solved, f"cell {i} solution:\n{solved}"
         unsolved = _run([setup, stub], {"__name__": "__main__"})
         assert "[FAIL]" in unsolved and "[PASS]" not in unsolved, f"cell {i} stub:\n{unsolved}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_carry_no_machine_noise(path):
+    """No execution timestamps or widget state: run `python -m nslib clean-notebooks`."""
+    notebook = nbformat.read(path, as_version=4)
+    assert "widgets" not in notebook.metadata
+    assert not any("execution" in c.metadata for c in notebook.cells)
