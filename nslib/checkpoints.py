@@ -31,6 +31,8 @@ __all__ = [
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoints"
 MANIFEST = "manifest.json"
+#: ``arch`` prefix of a checkpoint of a model nslib.models.build cannot make (any nn.Module).
+CUSTOM = "custom:"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -65,7 +67,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | No
         path (path): where to write (``.pt``).
         model (nn.Module): the model; its ``state_dict`` is stored (moved to CPU).
         arch (str, optional): architecture name for :func:`nslib.models.build`.
-            Default: ``model.arch``.
+            Default: ``model.arch``, or ``"custom:<class name>"`` for any other
+            ``nn.Module`` (loading it then needs ``model=`` an instance of that class).
         dataset (str, optional): data set it was trained on. Default: ``model.dataset``.
         recipe (dict, optional): how it was trained (recipe name, eps, epochs, seed, ...).
         metrics (dict, optional): e.g. ``{"clean_acc": 0.98, "pgd40_acc": 0.9}``.
@@ -74,10 +77,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | No
     Returns:
         Path: the written file.
     """
-    arch = arch or getattr(model, "arch", None)
-    if arch is None:
-        raise ValueError("save_checkpoint needs arch= (the name nslib.models.build takes) "
-                         "for a model that was not made by nslib.models.build.")
+    arch = arch or getattr(model, "arch", None) or f"{CUSTOM}{type(model).__name__}"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format_version": FORMAT_VERSION,
@@ -130,7 +130,11 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
     """
     payload = read_checkpoint(path, map_location=map_location)
     arch = payload["arch"]
-    if model is None:
+    if arch.startswith(CUSTOM):
+        if model is None or type(model).__name__ != arch[len(CUSTOM):]:
+            raise ValueError(f"{path} holds your own model class {arch[len(CUSTOM):]!r}, which nslib cannot "
+                             f"build; pass an instance: load_checkpoint(path, model={arch[len(CUSTOM):]}(...)).")
+    elif model is None:
         model = build(arch, dataset=payload.get("dataset"))
     elif getattr(model, "arch", arch) != arch:
         raise ValueError(f"{path} holds a {arch!r} model but you passed a {model.arch!r}; "

@@ -242,7 +242,8 @@ def run_download(args: argparse.Namespace) -> int:
 REPRODUCE_EPILOG = """\
 examples:
   python -m nslib reproduce                  # quick: shipped checkpoints, 200 test images, minutes on a CPU
-  python -m nslib reproduce --full           # 1000 test images and the full attack suite (a GPU or patience)
+  python -m nslib reproduce --full           # retrain the four models and the E7 sweep, 1000 test images,
+                                             # the full attack suite (about an hour on a GPU, hours on a CPU)
   python -m nslib reproduce --steps robustness --force
 
 Writes PNG figures, CSV tables and results/REPORT.md. A step whose outputs are current
@@ -256,7 +257,9 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="quick", action="store_true", default=True,
                       help="shipped checkpoints, small N (default)")
-    mode.add_argument("--full", dest="quick", action="store_false", help="N = 1000 and the full attack suite")
+    mode.add_argument("--full", dest="quick", action="store_false",
+                      help="retrain the models and the E7 sweep from their recipes; N = 1000, full attack suite")
+    p.add_argument("--n", type=int, default=None, help="test images of the attack steps. Default: 200 quick, 1000 full")
     p.add_argument("--out", default="results", help="output folder. Default: results")
     p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run only these steps. Default: all")
     p.add_argument("--force", action="store_true", help="rerun steps even when their outputs are current")
@@ -267,7 +270,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    reproduce(args.out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed,
+    reproduce(args.out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
               progress=args.progress)
     return 0
 

@@ -3,11 +3,14 @@
 Each experiment is one *step*: a function that writes PNG figures and CSV tables and
 returns a one-sentence finding for ``results/REPORT.md``. A step whose outputs exist and
 whose inputs (its settings, its code and the sha256 of the checkpoints it used) are
-unchanged is skipped, so an interrupted run loses only the step it was in; every step reseeds, so two
-runs give identical tables. ``--quick`` (the default) uses the shipped checkpoints, N = 200
-test images and a trimmed attack suite; ``--full`` uses N = 1000 and the full suite
-(PGD-100, 5 restarts). Both use the shipped checkpoints: retraining them at the full
-budget is ``scripts/train_shipped.sh`` (E7's sweep: ``scripts/sns_sweep.py``).
+unchanged is skipped, so an interrupted run loses only the step it was in; every step
+reseeds, so two runs give identical tables.
+
+``--quick`` (the default) uses the shipped checkpoints, N = 200 test images, a trimmed
+attack suite and the recorded E7 sweep: minutes on a laptop CPU. ``--full`` retrains the
+four models from the recipes stored in the shipped checkpoints (``results/runs/``,
+resumable, then ``results/models/``), reruns the E7 sweep, and uses N = 1000 and the full
+attack suite (PGD-100, 5 restarts): about an hour on a GPU, several on a CPU.
 """
 from __future__ import annotations
 
@@ -27,38 +30,59 @@ from torch import nn
 
 from . import data
 from . import __version__
-from .checkpoints import CHECKPOINT_DIR, load_pretrained, pretrained_names
+from .checkpoints import (CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names,
+                          read_checkpoint, save_checkpoint)
 from .utils import default_device, seed_everything
 
-__all__ = ["reproduce", "STEPS", "Context"]
+__all__ = ["reproduce", "STEPS", "Context", "retrain_settings"]
 
 
 @dataclass
 class Context:
-    """What every step needs: where to write, how big, which device; and what it used."""
+    """What every step needs: where to write, how big, which device; and which checkpoints it used."""
 
     out: Path
     quick: bool = True
     seed: int = 0
     device: torch.device = field(default_factory=default_device)
     progress: bool = True
-    used_checkpoints: dict[str, str] = field(default_factory=dict)
+    n_images: int | None = None
+    used_checkpoints: dict[str, str] = field(default_factory=dict)  # label -> file
 
     @property
     def n(self) -> int:
-        """Test images used by the attack-based steps."""
-        return 200 if self.quick else 1000
+        """Test images used by the attack-based steps: 200 quick, 1000 full, unless set."""
+        return self.n_images or (200 if self.quick else 1000)
+
+    def checkpoint_path(self, name: str) -> Path:
+        """The shipped checkpoint (quick) or the one retrained by the ``models`` step (full)."""
+        if self.quick:
+            if name not in pretrained_names():
+                raise FileNotFoundError(
+                    f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; restore it with "
+                    "`git checkout -- data/checkpoints/` or train it with scripts/train_shipped.sh.")
+            manifest = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
+            return CHECKPOINT_DIR / manifest[name]["file"]
+        path = self.out / "models" / f"{name}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: --full uses retrained models; run "
+                                    f"`python -m nslib reproduce --full --steps models --out {self.out}` first.")
+        return path
 
     def model(self, name: str) -> nn.Module:
-        """A shipped checkpoint by name, in eval mode on the device; recorded for the step's key."""
-        if name not in pretrained_names():
-            raise FileNotFoundError(
-                f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; restore it with "
-                "`git checkout -- data/checkpoints/` or train it with scripts/train_shipped.sh.")
-        model, _ = load_pretrained(name, map_location=self.device)
-        manifest = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
-        self.used_checkpoints[name] = manifest[name]["sha256"]
+        """A model by name, in eval mode on the device; its checkpoint is recorded for the step's key."""
+        if self.quick:
+            model, _ = load_pretrained(name, map_location=self.device)  # sha256-checked
+        else:
+            model, _ = load_checkpoint(self.checkpoint_path(name), map_location=self.device)
+        self.used_checkpoints[name] = str(self.checkpoint_path(name))
         return model.to(self.device).eval()
+
+    def checkpoint_info(self, name: str) -> dict:
+        """The checkpoint's recipe, metrics and training log (no weights)."""
+        info = read_checkpoint(self.checkpoint_path(name))
+        info.pop("state_dict", None)
+        return info
 
     def test_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = data.load("mnist5k", "test").tensors(self.n)
@@ -92,6 +116,78 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 # --- the steps ----------------------------------------------------------------------------
 
+MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
+
+
+def retrain_settings(name: str) -> dict:
+    """``train()`` arguments of a shipped model, read from the recipe its checkpoint carries.
+
+    Example:
+        >>> s = retrain_settings("mnist_pgd_at")
+        >>> s["recipe"], s["epochs"], s["eps"], s["eps_warmup_epochs"]
+        ('pgd_at', 40, 0.3, 16.0)
+    """
+    _, info = load_pretrained(name)  # sha256-checked
+    recipe = dict(info["recipe"])
+    for key in ("command", "world_size", "amp"):
+        recipe.pop(key, None)
+    return {"arch": info["arch"], "dataset": info["dataset"], **recipe}
+
+
+def _headline_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
+    """Clean, FGSM and PGD-40 (eps 0.3, step 0.01, random start) accuracy, as the shipped metrics."""
+    from .attacks import fgsm, pgd
+
+    torch.manual_seed(seed)
+    return {"clean_acc": _accuracy(model, x, y), "fgsm_acc": _accuracy(model, fgsm(model, x, y, eps=0.3), y),
+            "pgd40_acc": _accuracy(model, pgd(model, x, y, eps=0.3, alpha=0.01, steps=40), y)}
+
+
+def _retrain(ctx: Context, name: str) -> None:
+    """Train ``name`` from its shipped recipe into ``out/runs/name`` (resumable), save ``out/models/name.pt``."""
+    from .models import build
+    from .training import train
+
+    settings = retrain_settings(name)
+    arch, dataset = settings.pop("arch"), settings.pop("dataset")
+    recipe, epochs = settings.pop("recipe"), settings.pop("epochs")
+    print(f"  training {name}: {recipe}, {epochs} epochs -> {ctx.out / 'runs' / name}", flush=True)
+    model = build(arch, dataset=dataset)
+    run = ctx.out / "runs" / name
+    log = train(model, data.load(dataset, "train"), recipe, epochs, test_data=data.load(dataset, "test"),
+                eval_n=min(500, ctx.n), out=run, device=ctx.device, progress=ctx.progress, **settings)
+    x, y = ctx.test_batch()
+    metrics = _headline_metrics(model.eval(), x, y, ctx.seed)
+    metrics["eval"] = f"mnist5k test ({ctx.n}): FGSM eps 0.3; PGD-40 Linf eps 0.3 step 0.01 random start"
+    save_checkpoint(ctx.out / "models" / f"{name}.pt", model, recipe=read_checkpoint(run / "model.pt")["recipe"],
+                    metrics=metrics, log=log)
+
+
+def step_models(ctx: Context) -> tuple[list[Path], str]:
+    """The four models and their headline numbers: shipped (quick) or retrained from their recipes (full)."""
+    rows = []
+    for name in MODELS:
+        if not ctx.quick:
+            ctx.used_checkpoints[f"recipe of {name}"] = str(CHECKPOINT_DIR / f"{name}.pt")
+            _retrain(ctx, name)
+        ctx.model(name)
+        info = ctx.checkpoint_info(name)
+        recipe, metrics = info["recipe"], info["metrics"]
+        options = {"trades": f"beta {recipe.get('beta')}", "sns": (
+            f"lambda {recipe.get('lam')}, k {recipe.get('k')}, layers {'+'.join(recipe.get('layers') or [])}")}
+        rows.append({"model": _short(name), "recipe": recipe["recipe"], "options": options.get(recipe["recipe"], ""),
+                     "epochs": recipe["epochs"], "eps": recipe.get("eps"),
+                     **{k: metrics[k] for k in ("clean_acc", "fgsm_acc", "pgd40_acc")}})
+        print(f"  {_short(name):8s} clean {metrics['clean_acc']:.3f}  FGSM {metrics['fgsm_acc']:.3f}  "
+              f"PGD-40 {metrics['pgd40_acc']:.3f}")
+    where = ("the shipped checkpoints (data/checkpoints/, 1,000 test images)" if ctx.quick else
+             f"retrained here from the shipped recipes ({ctx.n} test images)")
+    finding = ("The four models of the same CNN, " + where + ": "
+               + "; ".join(f"{r['model']} {r['clean_acc']:.1%} clean, {r['pgd40_acc']:.1%} under PGD-40 at ε = 0.3"
+                           for r in rows) + " (`models.csv`).")
+    return [write_csv(ctx.out / "models.csv", rows)], finding
+
+
 def step_attacks(ctx: Context) -> tuple[list[Path], str]:
     """The standard model under FGSM and PGD-40 at eps 0.3, and a figure of examples."""
     from .attacks import FGSM, PGD
@@ -122,7 +218,6 @@ def step_attacks(ctx: Context) -> tuple[list[Path], str]:
     return outputs, finding
 
 
-MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3")
 
 
@@ -315,9 +410,8 @@ def step_sensitivity_vs_robustness(ctx: Context) -> tuple[list[Path], str]:
 
     points = []
     for name in MODELS:
-        ctx.model(name)  # records the checkpoint's hash for the step's key
-        _, info = load_pretrained(name)
-        for record in info.get("log", []):
+        ctx.model(name)  # records the checkpoint for the step's key
+        for record in ctx.checkpoint_info(name).get("log", []):
             if "robust_acc" in record and record.get("sensitivity"):
                 sens = sum(record["sensitivity"].values()) / len(record["sensitivity"])
                 points.append({"name": "" if record["epoch"] % 10 else str(record["epoch"]), "group": _short(name),
@@ -334,11 +428,25 @@ def step_sensitivity_vs_robustness(ctx: Context) -> tuple[list[Path], str]:
     return outputs, finding
 
 
+def _sweep_file(ctx: Context) -> Path:
+    """The recorded sweep (quick), or the sweep rerun into ``out/sns_sweep.json`` (full)."""
+    if ctx.quick:
+        return data.EMBEDDED_DIR / "sweeps" / "sns_sweep.json"
+    from tqdm.auto import tqdm
+
+    from . import sweep
+
+    path = ctx.out / "sns_sweep.json"
+    for knob, name, change in tqdm(sweep.SETTINGS, desc="E7 sweep", unit="run", disable=not ctx.progress):
+        sweep.write_sweep([sweep.run_setting(name, knob, change, ctx.out / "runs" / "sweep", device=ctx.device)], path)
+    return path
+
+
 def step_sns_knobs(ctx: Context) -> tuple[list[Path], str]:
     """E7: SNS's lambda, k and constrained layers, from the recorded sweep (scripts/sns_sweep.py)."""
     import matplotlib.pyplot as plt
 
-    sweep = json.loads((data.EMBEDDED_DIR / "sweeps" / "sns_sweep.json").read_text())
+    sweep = json.loads(_sweep_file(ctx).read_text())
     runs = sweep["runs"]
     base = next(r for r in runs if r["lam"] == 0)
     rows = [{"name": r["name"], "knob": r["knob"], "lam": r["lam"], "k": r["k"], "layers": "+".join(r["layers"]),
@@ -365,12 +473,15 @@ def step_sns_knobs(ctx: Context) -> tuple[list[Path], str]:
     print(f"  PGD-AT {base['pgd40_acc']:.3f}; best SNS {best['name']} {best['pgd40_acc']:.3f}")
     finding = (f"At the sweep's reduced budget PGD-AT reaches {base['pgd40_acc']:.1%} under PGD-40; the best SNS "
                f"setting ({best['name']}) {best['pgd40_acc']:.1%}. Larger λ and k lower the sensitivity steadily; "
-               "robust accuracy moves by a few points at most (recorded runs: `data/sweeps/sns_sweep.json`).")
+               "robust accuracy moves by a few points at most ("
+               + ("recorded runs: `data/sweeps/sns_sweep.json`" if ctx.quick else "rerun here: `sns_sweep.json`")
+               + ").")
     return outputs, finding
 
 
 #: step name -> (function, title). Order matters: the report follows it.
 STEPS: dict[str, tuple[Callable[[Context], tuple[list[Path], str]], str]] = {
+    "models": (step_models, "The four models"),
     "attacks": (step_attacks, "Attacks on the standard model"),
     "sensitivity": (step_sensitivity, "E1, E2: layer and neuron sensitivity of four models"),
     "ablation": (step_ablation, "E3: neuron stabilisation and deactivation"),
@@ -387,26 +498,27 @@ def _key(ctx: Context, name: str) -> str:
     """What a step's outputs depend on: its settings, the checkpoints it used and its own code."""
     code = hashlib.sha256(inspect.getsource(STEPS[name][0]).encode()).hexdigest()
     settings = {"step": name, "code": code, "quick": ctx.quick, "seed": ctx.seed, "n": ctx.n,
-                "checkpoints": dict(sorted(ctx.used_checkpoints.items())), "version": __version__}
+                "checkpoints": _checkpoint_hashes(ctx.used_checkpoints), "version": __version__}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def _checkpoint_key(names: list[str]) -> dict[str, str]:
-    manifest_file = CHECKPOINT_DIR / "manifest.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
-    return {n: manifest.get(n, {}).get("sha256", "missing") for n in names}
+def _checkpoint_hashes(files: dict[str, str]) -> dict[str, str]:
+    """label -> sha256 of the file (``"missing"`` when it is gone, so the step reruns)."""
+    return {label: (data.sha256sum(f) if Path(f).exists() else "missing") for label, f in sorted(files.items())}
 
 
 def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: list[str] | None = None,
-              force: bool = False, seed: int = 0, progress: bool = True) -> Path:
+              force: bool = False, seed: int = 0, n: int | None = None, progress: bool = True) -> Path:
     """Run the steps (all by default), skipping those that are up to date; write REPORT.md.
 
     Args:
         out (path, optional): output folder. Default: ``"results"``.
-        quick (bool, optional): shipped checkpoints and small N. Default: ``True``.
+        quick (bool, optional): shipped checkpoints and small N; ``False`` retrains (``--full``).
+            Default: ``True``.
         steps (list of str, optional): a subset of ``STEPS``. Default: all.
         force (bool, optional): rerun steps even when up to date. Default: ``False``.
         seed (int, optional): the one seed. Default: ``0``.
+        n (int, optional): test images of the attack-based steps. Default: 200 quick, 1000 full.
 
     Returns:
         Path: ``out/REPORT.md``.
@@ -417,24 +529,26 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
     unknown = [s for s in names if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown steps {unknown}; choose from {list(STEPS)}.")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n (test images) must be a positive int, got {n!r}.")
     stamps = out / ".stamps"
     stamps.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names, start=1):
         function, title = STEPS[name]
         stamp = stamps / f"{name}.json"
         previous = json.loads(stamp.read_text()) if stamp.exists() else None
-        if previous and not force:
-            ctx = Context(out, quick=quick, seed=seed, progress=progress,
-                          used_checkpoints=_checkpoint_key(list(previous["checkpoints"])))
+        if previous and not force and isinstance(previous.get("checkpoints"), dict):  # else: an older stamp
+            ctx = Context(out, quick=quick, seed=seed, progress=progress, n_images=n,
+                          used_checkpoints=previous["checkpoints"])
             if previous["key"] == _key(ctx, name) and all((out / f).exists() for f in previous["outputs"]):
                 print(f"[{i}/{len(names)}] {title}: up to date, skipped")
                 continue
         print(f"[{i}/{len(names)}] {title} ...", flush=True)
-        ctx = Context(out, quick=quick, seed=seed, progress=progress)
+        ctx = Context(out, quick=quick, seed=seed, progress=progress, n_images=n)
         seed_everything(seed)
         outputs, finding = function(ctx)
         record = {"key": _key(ctx, name), "title": title, "finding": finding,
-                  "checkpoints": sorted(ctx.used_checkpoints),
+                  "checkpoints": ctx.used_checkpoints,
                   "outputs": [str(p.relative_to(out)) for p in outputs]}
         tmp = stamp.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))

@@ -111,3 +111,23 @@ def test_shipped_manifest_lists_existing_files():
     for name, entry in json.loads(manifest_file.read_text()).items():
         model, info = ckpt.load_pretrained(name)
         assert info["dataset"] == "mnist5k" and info["recipe"], name
+
+
+class TinyNet(torch.nn.Sequential):
+    """A model nslib.models.build cannot make: a student's own nn.Module."""
+
+    def __init__(self):
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+
+def test_own_model_round_trips_only_into_its_class(tmp_path):
+    torch.manual_seed(0)
+    net = TinyNet()
+    path = ckpt.save_checkpoint(tmp_path / "own.pt", net, recipe={"recipe": "sns"})
+    loaded, info = ckpt.load_checkpoint(path, TinyNet())
+    assert info["arch"] == "custom:TinyNet"
+    assert torch.equal(loaded[1].weight, net[1].weight)
+    with pytest.raises(ValueError, match="pass an instance: load_checkpoint\\(path, model=TinyNet"):
+        ckpt.load_checkpoint(path)
+    with pytest.raises(ValueError, match="your own model class 'TinyNet'"):
+        ckpt.load_checkpoint(path, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)))

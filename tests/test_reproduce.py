@@ -3,6 +3,7 @@
 Uses the two steps that need no attack (E6 from the checkpoints' logs, E7 from the recorded
 sweep), so the test stays fast; the attack-based steps run in the notebooks and `make reproduce`.
 """
+import csv
 import json
 
 import pytest
@@ -38,13 +39,67 @@ def test_missing_output_or_stamp_reruns_the_step(tmp_path, capsys):
     assert "skipped" not in out and (tmp_path / "e7_sns_knobs.png").exists()
 
 
-def test_stamp_key_follows_checkpoints(tmp_path, monkeypatch):
+def test_stamp_key_follows_checkpoints(tmp_path):
     rp.reproduce(tmp_path, steps=["sensitivity_vs_robustness"], progress=False)
     stamp = json.loads((tmp_path / ".stamps" / "sensitivity_vs_robustness.json").read_text())
-    assert stamp["checkpoints"] == sorted(rp.MODELS)
-    monkeypatch.setattr(rp, "_checkpoint_key", lambda names: {n: "changed" for n in names})
-    ctx = rp.Context(tmp_path, used_checkpoints=rp._checkpoint_key(stamp["checkpoints"]))
+    assert sorted(stamp["checkpoints"]) == sorted(rp.MODELS)
+    ctx = rp.Context(tmp_path, used_checkpoints=stamp["checkpoints"])
+    assert rp._key(ctx, "sensitivity_vs_robustness") == stamp["key"]
+    copy = tmp_path / "copy.pt"                       # same label, different file: a new key
+    copy.write_bytes(b"not the shipped weights")
+    ctx = rp.Context(tmp_path, used_checkpoints={**stamp["checkpoints"], "mnist_sns": str(copy)})
     assert rp._key(ctx, "sensitivity_vs_robustness") != stamp["key"]
+
+
+def test_models_step_quick_reports_the_shipped_metrics(tmp_path):
+    from nslib.checkpoints import load_pretrained
+
+    rp.reproduce(tmp_path, steps=["models"], progress=False)
+    with open(tmp_path / "models.csv") as fh:
+        rows = {r["model"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == ["standard", "pgd_at", "trades", "sns"]
+    for name in rp.MODELS:
+        _, info = load_pretrained(name)
+        row = rows[name.removeprefix("mnist_")]
+        assert row["recipe"] == info["recipe"]["recipe"]
+        assert float(row["pgd40_acc"]) == pytest.approx(info["metrics"]["pgd40_acc"], abs=1e-4)
+
+
+def test_retrain_settings_are_the_shipped_recipe():
+    settings = rp.retrain_settings("mnist_sns")
+    assert (settings["recipe"], settings["lam"], settings["layers"]) == ("sns", 0.01, ["conv3", "conv4", "fc1"])
+    assert "command" not in settings and settings["arch"] == "smallcnn"
+
+
+def test_full_mode_retrains_and_uses_the_retrained_models(tmp_path, monkeypatch, capsys):
+    """--full on a tiny budget: trains into out/runs, saves out/models, and E6/E7 read those."""
+    from nslib import sweep
+
+    shipped = rp.retrain_settings
+    monkeypatch.setattr(rp, "retrain_settings", lambda name: {**shipped(name), "epochs": 2, "max_batches": 2,
+                                                              "batch_size": 10, "eps_warmup_epochs": 0})
+    monkeypatch.setattr(sweep, "BUDGET", {**sweep.BUDGET, "train_n": 20, "batch_size": 10, "epochs": 1,
+                                          "test_n": 20})
+    monkeypatch.setattr(sweep, "SETTINGS", sweep.SETTINGS[:2])
+    steps = ["models", "sensitivity_vs_robustness", "sns_knobs"]
+    rp.reproduce(tmp_path, quick=False, steps=steps, n=20, progress=False)
+    for name in rp.MODELS:
+        assert (tmp_path / "runs" / name / "last.pt").exists()
+        assert (tmp_path / "models" / f"{name}.pt").exists()
+    stamp = json.loads((tmp_path / ".stamps" / "sensitivity_vs_robustness.json").read_text())
+    assert all(f.startswith(str(tmp_path / "models")) for f in stamp["checkpoints"].values())
+    with open(tmp_path / "e6_sensitivity_vs_robustness.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2 * len(rp.MODELS)      # 2 retrained epochs, not the shipped 40
+    runs = json.loads((tmp_path / "sns_sweep.json").read_text())["runs"]
+    assert [r["name"] for r in runs] == ["lam0", "lam0.003"] and (tmp_path / "runs" / "sweep" / "lam0").is_dir()
+    capsys.readouterr()
+    rp.reproduce(tmp_path, quick=False, steps=steps, n=20, progress=False)
+    assert capsys.readouterr().out.count("up to date, skipped") == 3
+
+
+def test_full_mode_without_retrained_models_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--steps models"):
+        rp.reproduce(tmp_path, quick=False, steps=["sensitivity_vs_robustness"], progress=False)
 
 
 def test_unknown_step_lists_the_valid_ones(tmp_path):
