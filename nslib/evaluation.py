@@ -159,10 +159,10 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 def _describe(name: str, spec) -> dict:
     if callable(spec):
-        return {"attack": name, "kind": "custom", "eps": None, "steps": None, "restarts": None,
+        return {"attack": name, "kind": "custom", "eps": None, "steps": None, "alpha": None, "restarts": None,
                 "loss": None}
     return {"attack": name, "kind": spec.get("attack", "clean"), "eps": spec.get("eps", 0.0 if spec.get("attack") == "clean" else None),
-            "steps": spec.get("steps", 1 if spec.get("attack") == "fgsm" else None),
+            "steps": spec.get("steps", 1 if spec.get("attack") == "fgsm" else None), "alpha": spec.get("alpha"),
             "restarts": spec.get("restarts", 1) if spec.get("attack") == "pgd" else None,
             "loss": spec.get("loss", "ce") if spec.get("attack") == "pgd" else None}
 
@@ -177,7 +177,9 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
 
     * an iterative attack (PGD, MIM) at eps must not be weaker than FGSM at the same eps;
     * PGD with more steps, or with restarts, must not be weaker than with fewer steps /
-      one start (same eps and loss);
+      one start (same eps, loss and step size ``alpha``: with a larger step, fewer steps
+      can legitimately find more on a barely robust model, so that pair says more about
+      the step than about masking);
     * no attack may give higher accuracy than clean;
     * at the largest eps of the suite (at least twice the main budget), accuracy must be
       below ``large_eps_max``.
@@ -260,7 +262,8 @@ def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: fl
             if kind == "pgd":
                 for other in model_rows:
                     if (other is not row and other["kind"] == "pgd" and other["eps"] == row["eps"]
-                            and other["loss"] == row["loss"] and other["steps"] <= row["steps"]
+                            and other["loss"] == row["loss"] and other.get("alpha") == row.get("alpha")
+                            and other["steps"] <= row["steps"]
                             and other["restarts"] <= row["restarts"] and acc > other["accuracy"] + tolerance):
                         row["flags"].append(f"weaker than {other['attack']} with fewer steps/restarts "
                                             f"({acc:.3f} > {other['accuracy']:.3f})")
@@ -293,7 +296,7 @@ def format_table(rows: list[dict], *, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("model", "attack", "kind", "eps", "steps", "restarts", "loss", "accuracy", "n", "flags")
+CSV_COLUMNS = ("model", "attack", "kind", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n", "flags")
 
 
 def save_csv(rows: list[dict], path) -> None:

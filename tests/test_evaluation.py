@@ -102,8 +102,8 @@ def test_gradient_masked_model_is_flagged(trained, test_xy):
     assert "*" in format_table(rows).splitlines()[2]
 
 
-def _row(attack, kind, accuracy, eps=0.3, steps=None, restarts=None, loss=None):
-    return {"model": "m", "attack": attack, "kind": kind, "eps": eps, "steps": steps,
+def _row(attack, kind, accuracy, eps=0.3, steps=None, restarts=None, loss=None, alpha=None):
+    return {"model": "m", "attack": attack, "kind": kind, "eps": eps, "steps": steps, "alpha": alpha,
             "restarts": restarts, "loss": loss, "accuracy": accuracy, "n": 100, "flags": []}
 
 
@@ -124,6 +124,17 @@ def test_flag_rules_on_hand_made_rows():
     assert any("FGSM" in f for f in flags["pgd10"])
     assert any("pgd40" in f for f in flags["pgd100"])
     assert any("large eps" in f for f in flags["big"])
+
+
+def test_more_steps_are_compared_only_at_the_same_step_size():
+    rows = flag_masking([
+        _row("pgd10", "pgd", 0.50, steps=10, restarts=1, loss="ce", alpha=0.075),
+        _row("pgd40", "pgd", 0.56, steps=40, restarts=1, loss="ce", alpha=0.01),   # smaller step: not compared
+        _row("pgd100", "pgd", 0.60, steps=100, restarts=1, loss="ce", alpha=0.01),  # > pgd40, same step
+    ])
+    flags = {r["attack"]: r["flags"] for r in rows}
+    assert flags["pgd40"] == []
+    assert len(flags["pgd100"]) == 1 and "pgd40" in flags["pgd100"][0]
 
 
 def test_curve_starts_at_clean_and_falls(trained, test_xy):
