@@ -15,7 +15,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 from torch import nn
@@ -24,8 +24,8 @@ from .data import EMBEDDED_DIR, sha256sum
 from .models import build
 
 __all__ = [
-    "FORMAT_VERSION", "CHECKPOINT_DIR", "atomic_save", "save_checkpoint", "read_checkpoint",
-    "load_checkpoint", "load_pretrained", "pretrained_names", "update_manifest",
+    "FORMAT_VERSION", "CHECKPOINT_DIR", "atomic_save", "atomic_write_text", "save_checkpoint", "read_checkpoint",
+    "load_checkpoint", "load_pretrained", "pretrained_names", "pretrained_path", "update_manifest",
 ]
 
 FORMAT_VERSION = 1
@@ -35,8 +35,8 @@ MANIFEST = "manifest.json"
 CUSTOM = "custom:"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then rename it over ``path``.
 
     A crash mid-write leaves the old file intact, never a half-written one.
     """
@@ -45,7 +45,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
@@ -56,6 +56,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically: to a temporary file, fsync, then rename over ``path``."""
+    return _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically, as :func:`atomic_save` does for tensors."""
+    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str | None = None,
@@ -163,9 +173,20 @@ def update_manifest(name: str, path: str | os.PathLike, directory: str | os.Path
     directory, path = Path(directory), Path(path)
     manifest = _manifest(directory)
     manifest[name] = {"file": path.name, "sha256": sha256sum(path)}
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _pretrained_entry(name: str, directory: Path) -> tuple[Path, str]:
+    """The file and sha256 the manifest records for ``name``; an unknown name lists the shipped ones."""
+    manifest = _manifest(directory)
+    if name not in manifest:
+        raise ValueError(f"unknown checkpoint {name!r}; shipped ones: {sorted(manifest)}.")
+    return directory / manifest[name]["file"], manifest[name]["sha256"]
+
+
+def pretrained_path(name: str, directory: str | os.PathLike = CHECKPOINT_DIR) -> Path:
+    """Where the shipped checkpoint ``name`` lives (``data/checkpoints/<file>``, from the manifest)."""
+    return _pretrained_entry(name, Path(directory))[0]
 
 
 def load_pretrained(name: str, *, directory: str | os.PathLike = CHECKPOINT_DIR,
@@ -175,18 +196,13 @@ def load_pretrained(name: str, *, directory: str | os.PathLike = CHECKPOINT_DIR,
     Example:
         >>> model, info = load_pretrained("mnist_pgd_at")  # doctest: +SKIP
     """
-    directory = Path(directory)
-    manifest = _manifest(directory)
-    if name not in manifest:
-        raise ValueError(f"unknown checkpoint {name!r}; shipped ones: {sorted(manifest)}.")
-    entry = manifest[name]
-    path = directory / entry["file"]
+    path, expected = _pretrained_entry(name, Path(directory))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {name!r} missing at {path}; restore it with "
                                 "`git checkout -- data/checkpoints/` or retrain it (data/checkpoints/README.md).")
     actual = sha256sum(path)
-    if actual != entry["sha256"]:
+    if actual != expected:
         raise ValueError(f"checkpoint {name!r} at {path} is corrupt or was changed (sha256 {actual[:12]}…, "
-                         f"manifest says {entry['sha256'][:12]}…); restore it with "
+                         f"manifest says {expected[:12]}…); restore it with "
                          "`git checkout -- data/checkpoints/` or retrain it.")
     return load_checkpoint(path, map_location=map_location)

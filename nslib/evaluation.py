@@ -9,7 +9,7 @@ from torch import nn
 
 from .utils import eval_mode
 
-__all__ = ["accuracy", "default_suite", "robustness_table", "masking_warnings", "flag_masking", "format_table",
+__all__ = ["accuracy", "headline_metrics", "compare_worst_case", "default_suite", "robustness_table", "masking_warnings", "flag_masking", "format_table",
            "save_csv", "robust_accuracy_curve", "CSV_COLUMNS"]
 
 
@@ -60,6 +60,21 @@ def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
     if total == 0:
         raise ValueError("no examples to evaluate: the data is empty.")
     return correct / total
+
+
+def headline_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.3,
+                     seed: int = 0) -> dict[str, float]:
+    """The three numbers a checkpoint carries: clean, FGSM and PGD-40 accuracy at ``eps``.
+
+    PGD-40 is L-inf with step ``eps / 30`` (0.01 at MNIST's 0.3) and a random start drawn
+    after ``torch.manual_seed(seed)``. Returns ``{"clean_acc", "fgsm_acc", "pgd40_acc"}``.
+    """
+    from .attacks import fgsm, pgd
+
+    torch.manual_seed(seed)
+    return {"clean_acc": accuracy(model, images, labels),
+            "fgsm_acc": accuracy(model, fgsm(model, images, labels, eps=eps), labels),
+            "pgd40_acc": accuracy(model, pgd(model, images, labels, eps=eps, alpha=eps / 30, steps=40), labels)}
 
 
 # --------------------------------------------------------------------------- attack suites
@@ -272,6 +287,27 @@ def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: fl
                 row["flags"].append(f"accuracy {acc:.3f} at large eps {row['eps']:g} (expected < "
                                     f"{large_eps_max:g})")
     return rows
+
+
+def compare_worst_case(rows: list[dict], model: str, baseline: str, attacks: list[str], n: int) -> dict:
+    """Finding 3's test: is ``model`` more robust than ``baseline`` beyond sampling noise?
+
+    Each model's worst case is its lowest accuracy over ``attacks`` (names in ``rows``, e.g.
+    every L-inf attack at the budget). The difference counts only beyond two standard errors
+    of a difference of two accuracies on ``n`` images, ``noise = 2 sqrt(2 p (1 - p) / n)``
+    with ``p`` the baseline's worst case.
+
+    Returns:
+        dict: ``worst`` ({model name: worst accuracy}, every model in ``rows``),
+        ``difference`` (model - baseline), ``noise`` and ``verdict`` (``"beat"``,
+        ``"fell behind"`` or ``"matched"``).
+    """
+    acc = {(r["model"], r["attack"]): r["accuracy"] for r in rows}
+    worst = {m: min(acc[(m, a)] for a in attacks) for m in dict.fromkeys(r["model"] for r in rows)}
+    difference = worst[model] - worst[baseline]
+    noise = 2 * (2 * worst[baseline] * (1 - worst[baseline]) / n) ** 0.5
+    verdict = "beat" if difference > noise else "fell behind" if difference < -noise else "matched"
+    return {"worst": worst, "difference": difference, "noise": noise, "verdict": verdict}
 
 
 def masking_warnings(rows: list[dict]) -> list[str]:

@@ -30,8 +30,8 @@ from torch import nn
 
 from . import data
 from . import __version__
-from .checkpoints import (CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names,
-                          read_checkpoint, save_checkpoint)
+from .checkpoints import (CHECKPOINT_DIR, atomic_write_text, load_checkpoint, load_pretrained, pretrained_names,
+                          pretrained_path, read_checkpoint, save_checkpoint)
 from .utils import default_device, seed_everything
 
 __all__ = ["reproduce", "STEPS", "Context", "retrain_settings"]
@@ -61,8 +61,7 @@ class Context:
                 raise FileNotFoundError(
                     f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; restore it with "
                     "`git checkout -- data/checkpoints/` or train it with scripts/train_shipped.sh.")
-            manifest = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
-            return CHECKPOINT_DIR / manifest[name]["file"]
+            return pretrained_path(name)
         path = self.out / "models" / f"{name}.pt"
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: --full uses retrained models; run "
@@ -71,11 +70,12 @@ class Context:
 
     def model(self, name: str) -> nn.Module:
         """A model by name, in eval mode on the device; its checkpoint is recorded for the step's key."""
+        path = self.checkpoint_path(name)
         if self.quick:
             model, _ = load_pretrained(name, map_location=self.device)  # sha256-checked
         else:
-            model, _ = load_checkpoint(self.checkpoint_path(name), map_location=self.device)
-        self.used_checkpoints[name] = str(self.checkpoint_path(name))
+            model, _ = load_checkpoint(path, map_location=self.device)
+        self.used_checkpoints[name] = str(path)
         return model.to(self.device).eval()
 
     def checkpoint_info(self, name: str) -> dict:
@@ -109,11 +109,6 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
-
-
 # --- the steps ----------------------------------------------------------------------------
 
 MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
@@ -134,17 +129,9 @@ def retrain_settings(name: str) -> dict:
     return {"arch": info["arch"], "dataset": info["dataset"], **recipe}
 
 
-def _headline_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
-    """Clean, FGSM and PGD-40 (eps 0.3, step 0.01, random start) accuracy, as the shipped metrics."""
-    from .attacks import fgsm, pgd
-
-    torch.manual_seed(seed)
-    return {"clean_acc": _accuracy(model, x, y), "fgsm_acc": _accuracy(model, fgsm(model, x, y, eps=0.3), y),
-            "pgd40_acc": _accuracy(model, pgd(model, x, y, eps=0.3, alpha=0.01, steps=40), y)}
-
-
 def _retrain(ctx: Context, name: str) -> None:
     """Train ``name`` from its shipped recipe into ``out/runs/name`` (resumable), save ``out/models/name.pt``."""
+    from .evaluation import headline_metrics
     from .models import build
     from .training import train
 
@@ -157,7 +144,7 @@ def _retrain(ctx: Context, name: str) -> None:
     log = train(model, data.load(dataset, "train"), recipe, epochs, test_data=data.load(dataset, "test"),
                 eval_n=min(500, ctx.n), out=run, device=ctx.device, progress=ctx.progress, **settings)
     x, y = ctx.test_batch()
-    metrics = _headline_metrics(model.eval(), x, y, ctx.seed)
+    metrics = headline_metrics(model.eval(), x, y, seed=ctx.seed)
     metrics["eval"] = f"mnist5k test ({ctx.n}): FGSM eps 0.3; PGD-40 Linf eps 0.3 step 0.01 random start"
     save_checkpoint(ctx.out / "models" / f"{name}.pt", model, recipe=read_checkpoint(run / "model.pt")["recipe"],
                     metrics=metrics, log=log)
@@ -191,18 +178,19 @@ def step_models(ctx: Context) -> tuple[list[Path], str]:
 def step_attacks(ctx: Context) -> tuple[list[Path], str]:
     """The standard model under FGSM and PGD-40 at eps 0.3, and a figure of examples."""
     from .attacks import FGSM, PGD
+    from .evaluation import accuracy
     from .plotting import plot_examples
 
     model = ctx.model("mnist_standard")
     x, y = ctx.test_batch()
     attacks = {"FGSM": FGSM(model, eps=0.3),
                "PGD-40": PGD(model, eps=0.3, alpha=0.01, steps=40)}
-    rows = [{"model": "mnist_standard", "attack": "clean", "eps": 0.0, "accuracy": _accuracy(model, x, y)}]
+    rows = [{"model": "mnist_standard", "attack": "clean", "eps": 0.0, "accuracy": accuracy(model, x, y)}]
     adversarial = {}
     for name, attack in attacks.items():
         adversarial[name] = attack(x, y)
         rows.append({"model": "mnist_standard", "attack": name, "eps": 0.3,
-                     "accuracy": _accuracy(model, adversarial[name], y)})
+                     "accuracy": accuracy(model, adversarial[name], y)})
     with torch.no_grad():
         pred, pred_adv = model(x[:8]).argmax(1), model(adversarial["PGD-40"][:8]).argmax(1)
     fig = plot_examples(x[:8].cpu(), adversarial["PGD-40"][:8].cpu(), y[:8].cpu(), pred.cpu(), pred_adv.cpu(),
@@ -351,7 +339,7 @@ def _e5_suite(quick: bool) -> dict:
 
 def step_robustness(ctx: Context) -> tuple[list[Path], str]:
     """E5: clean and robust accuracy of the four models under a suite of attacks, and vs eps."""
-    from .evaluation import masking_warnings, robust_accuracy_curve, robustness_table, save_csv
+    from .evaluation import compare_worst_case, masking_warnings, robust_accuracy_curve, robustness_table, save_csv
     from .plotting import plot_accuracy_vs_eps
 
     x, y = ctx.test_batch()
@@ -374,16 +362,15 @@ def step_robustness(ctx: Context) -> tuple[list[Path], str]:
               f"  PGD-40 C&W loss {acc[(m, 'pgd40_cw')]:.3f}")
     linf = [a for a, spec in _e5_suite(ctx.quick).items()
             if spec.get("attack") in ("fgsm", "pgd", "mim") and spec.get("eps") == 0.3]
-    worst = {m: min(acc[(m, a)] for a in linf) for m in models}  # worst case over the L-inf attacks at 0.3
-    diff = worst["sns"] - worst["pgd_at"]
-    se = (2 * worst["pgd_at"] * (1 - worst["pgd_at"]) / ctx.n) ** 0.5  # std. error of a difference
-    verdict = ("beat" if diff > 2 * se else "fell behind" if diff < -2 * se
-               else "matched (the difference is within sampling noise)")
+    comparison = compare_worst_case(rows, "sns", "pgd_at", linf, ctx.n)  # worst case over the L-inf attacks
+    worst = comparison["worst"]
+    verdict = {"matched": "matched (the difference is within sampling noise)"}.get(comparison["verdict"],
+                                                                                  comparison["verdict"])
     finding = (f"**Finding 3: SNS {verdict} PGD-AT here.** Under PGD-40 at ε = 0.3 on {ctx.n} test images: "
                + ", ".join(f"{m} {acc[(m, 'pgd40')]:.1%}" for m in models)
                + "; worst case over the L∞ attacks at ε = 0.3 (FGSM, PGD-10/40, restarts, C&W loss, MIM): "
                + ", ".join(f"{m} {w:.1%}" for m, w in worst.items())
-               + f" (SNS − PGD-AT = {diff:+.1%}, two standard errors = {2 * se:.1%}). C&W-L2 (within L2 ≤ 2): "
+               + f" (SNS − PGD-AT = {comparison['difference']:+.1%}, two standard errors = {comparison['noise']:.1%}). C&W-L2 (within L2 ≤ 2): "
                + ", ".join(f"{m} {acc[(m, 'cw_l2')]:.1%}" for m in models) + ". "
                + ("No gradient-masking check failed." if not warnings else
                   f"{len(warnings)} gradient-masking check(s) failed: see `e5_robustness.csv` (flags)."))
@@ -550,9 +537,7 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
         record = {"key": _key(ctx, name), "title": title, "finding": finding,
                   "checkpoints": ctx.used_checkpoints,
                   "outputs": [str(p.relative_to(out)) for p in outputs]}
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, stamp)  # written last: an interrupted step has no stamp and reruns
+        atomic_write_text(stamp, json.dumps(record, indent=2))  # last: an interrupted step has no stamp, reruns
     return write_report(out, names)
 
 

@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from .checkpoints import atomic_write_text
+
 __all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep"]
 
 #: The settings every run shares unless it changes one of them.
@@ -77,9 +79,6 @@ def write_sweep(records: list[dict], path: str | os.PathLike) -> Path:
     path = Path(path)
     previous = json.loads(path.read_text())["runs"] if path.exists() else []
     merged = {r["name"]: r for r in previous + records}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"budget": BUDGET, "default": DEFAULT,
-                               "runs": [merged[n] for _, n, _ in SETTINGS if n in merged]}, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps({"budget": BUDGET, "default": DEFAULT,
+                                               "runs": [merged[n] for _, n, _ in SETTINGS if n in merged]},
+                                              indent=1) + "\n")

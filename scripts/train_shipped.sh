@@ -36,20 +36,16 @@ for name in "${NAMES[@]}"; do
   $PY - "$name" "$seconds" "$args" <<'EOF'
 import json, sys
 import torch
-from nslib.attacks import fgsm, pgd
 from nslib.checkpoints import CHECKPOINT_DIR, load_checkpoint, save_checkpoint, update_manifest
 from nslib.data import load
-from nslib.evaluation import accuracy
+from nslib.evaluation import headline_metrics
 
 name, seconds, args = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(int(__import__("os").environ.get("NSLIB_THREADS", "1")))
 model, info = load_checkpoint(f"runs/shipped/{name}/model.pt")
 x, y = load("mnist5k", "test").tensors()
-torch.manual_seed(0)
 metrics = {
-    "clean_acc": accuracy(model, x, y),
-    "fgsm_acc": accuracy(model, fgsm(model, x, y, eps=0.3), y),
-    "pgd40_acc": accuracy(model, pgd(model, x, y, eps=0.3, alpha=0.01, steps=40), y),
+    **headline_metrics(model, x, y, eps=0.3, seed=0),
     "eval": "mnist5k test (1000): FGSM eps 0.3; PGD-40 Linf eps 0.3 step 0.01 random start, seed 0",
     "train_seconds": seconds,
     "train_threads": torch.get_num_threads(),

@@ -2,37 +2,20 @@
 
 nbval runs the notebook on the embedded MNIST data; this test runs every code cell of it
 with ``NSLIB_DATASET=cifar10`` on small files written in CIFAR-10's on-disk format
-(``cifar-10-batches-py/``, pickled batches; torchvision's md5 check is the only thing
+(``cifar-10-batches-py/``, pickled batches, ``tests/fakedata.py``; torchvision's md5 check is the only thing
 bypassed), so the path a student takes after ``python -m nslib download cifar10`` is
 exercised without a download. The cells run in this process, in order, in one namespace,
 as a fresh kernel would run them.
 """
 import contextlib
 import io
-import pickle
 from pathlib import Path
 
 import matplotlib
 import nbformat
-import numpy as np
-import pytest
-
-from nslib import data
+from fakedata import write_cifar
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_your_own_model.ipynb"
-
-
-def write_cifar_files(root: Path, n_train: int, n_test: int, seed: int = 0) -> None:
-    """``root/cifar-10-batches-py``: five training batches and a test batch of random images."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name, n in [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]:
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
-                         "labels": rng.integers(0, 10, n).tolist()}, fh)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": list(data.DATASETS["cifar10"].classes)}, fh)
 
 
 def test_capstone_runs_on_cifar10_files(tmp_path, monkeypatch):
@@ -41,7 +24,7 @@ def test_capstone_runs_on_cifar10_files(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    write_cifar_files(tmp_path / "downloads", n_train=300, n_test=40)
+    write_cifar(tmp_path / "downloads", n=60)  # 300 training images, 60 test images
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
     monkeypatch.setenv("NSLIB_DATASET", "cifar10")
     monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path / "downloads"))
@@ -56,7 +39,7 @@ def test_capstone_runs_on_cifar10_files(tmp_path, monkeypatch):
     plt.close("all")
     printed = out.getvalue()
     assert "data: cifar10" in printed and "eps 0.03137" in printed
-    assert namespace["x_test"].shape == (40, 3, 32, 32) and namespace["N"] == 40
+    assert namespace["x_test"].shape == (60, 3, 32, 32) and namespace["N"] == 60
     assert len(namespace["train_set"]) == 300
     assert "[FAIL]" not in printed and printed.count("[PASS]") == 7
     for recipe in ("standard", "pgd_at", "sns"):   # trained into NSLIB_RUNS, nothing under the repository

@@ -1,7 +1,6 @@
 """nslib.data: the embedded set, its hash check, the torchvision path (on files we write)."""
 import gzip
 import hashlib
-import pickle
 import shutil
 import struct
 import urllib.error
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fakedata import write_cifar
 from nslib import data
 
 
@@ -135,26 +135,10 @@ def test_data_root_from_environment(tmp_path, monkeypatch):
     assert len(data.load("mnist", "test")) == 12
 
 
-def _write_cifar(root, n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        pixels = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).tolist()
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"data": pixels, "labels": labels}, fh)
-        batches[name] = (pixels, labels)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": list(data.DATASETS["cifar10"].classes)}, fh)
-    return batches
-
-
 def test_torchvision_cifar10_reads_pickled_batches(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as cifar
 
-    batches = _write_cifar(tmp_path)
+    batches = write_cifar(tmp_path)
     # our files are not the real ones, so only torchvision's md5 comparison is bypassed
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: __import__("os").path.isfile(path))
     train = data.load("cifar10", "train", root=tmp_path)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from nslib.data import load, make_loader
-from nslib.evaluation import (CSV_COLUMNS, accuracy, default_suite, flag_masking, format_table,
+from nslib.attacks import FGSM, PGD
+from nslib.evaluation import (CSV_COLUMNS, accuracy, compare_worst_case, default_suite, flag_masking, format_table, headline_metrics,
                               masking_warnings, robust_accuracy_curve, robustness_table, save_csv)
 from nslib.models import build
 from nslib.training import train
@@ -135,6 +136,29 @@ def test_more_steps_are_compared_only_at_the_same_step_size():
     flags = {r["attack"]: r["flags"] for r in rows}
     assert flags["pgd40"] == []
     assert len(flags["pgd100"]) == 1 and "pgd40" in flags["pgd100"][0]
+
+
+def test_headline_metrics_are_clean_fgsm_and_seeded_pgd40(trained, test_xy):
+    x, y = test_xy
+    torch.manual_seed(3)
+    pgd40 = PGD(trained, eps=0.2, alpha=0.2 / 30, steps=40)(x, y)       # the same seed, step eps/30
+    expected = {"clean_acc": accuracy(trained, x, y), "fgsm_acc": accuracy(trained, FGSM(trained, eps=0.2)(x, y), y),
+                "pgd40_acc": accuracy(trained, pgd40, y)}
+    assert headline_metrics(trained, x, y, eps=0.2, seed=3) == expected
+    assert expected["pgd40_acc"] < expected["clean_acc"]
+
+
+def test_compare_worst_case_on_hand_made_rows():
+    rows = [{"model": m, "attack": a, "accuracy": v} for m, a, v in [
+        ("pgd_at", "fgsm", 0.95), ("pgd_at", "pgd40", 0.90), ("pgd_at", "cw_l2", 0.10),
+        ("sns", "fgsm", 0.96), ("sns", "pgd40", 0.94), ("sns", "cw_l2", 0.05)]]
+    # noise = 2 sqrt(2 * 0.9 * 0.1 / n): 0.06 at n = 200, 0.024 at n = 1250
+    wide = compare_worst_case(rows, "sns", "pgd_at", ["fgsm", "pgd40"], 200)
+    assert wide["worst"] == {"pgd_at": 0.90, "sns": 0.94}            # cw_l2 is not among the attacks
+    assert wide["difference"] == pytest.approx(0.04) and wide["noise"] == pytest.approx(0.06)
+    assert wide["verdict"] == "matched"
+    assert compare_worst_case(rows, "sns", "pgd_at", ["fgsm", "pgd40"], 1250)["verdict"] == "beat"
+    assert compare_worst_case(rows, "pgd_at", "sns", ["fgsm", "pgd40"], 5000)["verdict"] == "fell behind"
 
 
 def test_curve_starts_at_clean_and_falls(trained, test_xy):
