@@ -33,8 +33,9 @@ from typing import Iterable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from nslib.hooks import LayerSpec, resolve_layers
-from nslib.utils import check_images, check_labels, eval_mode
+from nslib.hooks import LayerSpec, forward_hooks, resolve_layers
+from nslib.sensitivity import rank_neurons
+from nslib.utils import check_images, check_labels, eval_mode, model_device
 
 __all__ = ["Neurons", "select_neurons", "neuron_means", "deactivate", "stabilise", "stabilize",
            "ablation_sweep", "summarise_sweep", "SELECTIONS", "MODES"]
@@ -71,11 +72,8 @@ def select_neurons(scores: torch.Tensor, k: int, selection: str = "top", *,
         raise ValueError(f"scores must be a 1-D tensor with one value per neuron, got {got}.")
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= scores.numel():
         raise ValueError(f"k must be an int in [0, {scores.numel()}] (the layer's neurons), got {k!r}.")
-    scores = scores.detach().cpu()
-    if selection == "top":
-        return torch.argsort(scores, descending=True, stable=True)[:k]
-    if selection == "bottom":
-        return torch.argsort(scores, stable=True)[:k]
+    if selection in ("top", "bottom"):
+        return rank_neurons(scores, largest=selection == "top")[:k]
     if selection == "random":
         if seed is None:
             raise ValueError("selection='random' needs a seed, e.g. seed=0.")
@@ -122,7 +120,6 @@ def _broadcast(values: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def _patched(resolved: dict[str, tuple[nn.Module, torch.Tensor]], replace) -> Iterator[None]:
     """Register hooks returning ``out`` with ``out[:, index] = replace(name, output, index)``."""
-    handles = []
 
     def make_hook(name: str, index: torch.Tensor):
         def hook(module, inputs, output):
@@ -134,26 +131,14 @@ def _patched(resolved: dict[str, tuple[nn.Module, torch.Tensor]], replace) -> It
             return patched
         return hook
 
-    try:
-        for name, (module, index) in resolved.items():
-            handles.append(module.register_forward_hook(make_hook(name, index)))
+    with forward_hooks((module, make_hook(name, index)) for name, (module, index) in resolved.items()):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     return images.split(batch_size)
-
-
-def _device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def neuron_means(model: nn.Module, images: torch.Tensor, layers: LayerSpec | Iterable[LayerSpec], *,
@@ -174,7 +159,7 @@ def neuron_means(model: nn.Module, images: torch.Tensor, layers: LayerSpec | Ite
     sums: dict[str, torch.Tensor] = {}
     counts = dict.fromkeys(names, 0)
     dtypes = {}
-    device = _device(model)
+    device = model_device(model)
 
     def make_hook(name: str):
         def hook(module, inputs, output):
@@ -185,17 +170,10 @@ def neuron_means(model: nn.Module, images: torch.Tensor, layers: LayerSpec | Ite
             dtypes[name] = output.dtype
         return hook
 
-    modules = resolve_layers(model, layers)
-    handles = []
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with eval_mode(model), torch.no_grad():
-            for batch in _batches(images, batch_size):
-                model(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(module, make_hook(name)) for name, module in resolve_layers(model, layers).items()]
+    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+        for batch in _batches(images, batch_size):
+            model(batch.to(device))
     missing = [n for n in names if not counts[n]]
     if missing:
         raise RuntimeError(f"layers {missing} were never called in the forward pass; pick layers "
@@ -299,7 +277,7 @@ def stabilise(model: nn.Module, neurons: Neurons, benign: torch.Tensor) -> Itera
     """
     resolved = _resolve_neurons(model, neurons)
     check_images(benign, "benign")
-    clean = _layer_outputs(model, benign.to(_device(model)), resolved)
+    clean = _layer_outputs(model, benign.to(model_device(model)), resolved)
     for name, (module, index) in resolved.items():
         _check_output(name, clean[name], index)
     stored = {name: clean[name][:, index.to(clean[name].device)]
@@ -332,17 +310,10 @@ def _from_stored(stored: dict[str, torch.Tensor]):
 def _layer_outputs(model: nn.Module, images: torch.Tensor, resolved) -> dict[str, torch.Tensor]:
     """One clean forward pass (eval mode, no grad): the outputs of the resolved layers."""
     store: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
-        for name, (module, _) in resolved.items():
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, name=name: store.setdefault(name, o.detach().clone())
-                if isinstance(o, torch.Tensor) else None))
-        with eval_mode(model), torch.no_grad():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(module, lambda m, i, o, name=name: store.setdefault(name, o.detach().clone())
+              if isinstance(o, torch.Tensor) else None) for name, (module, _) in resolved.items()]
+    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+        model(images)
     missing = [n for n in resolved if n not in store]
     if missing:
         raise RuntimeError(f"layers {missing} gave no tensor output in the forward pass; pick "
@@ -426,7 +397,7 @@ def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Te
     correct = [0] * len(configs)
     fooled = [0] * len(configs)
     originally_correct = 0
-    device = _device(model)
+    device = model_device(model)
     means = None
     if mode == "deactivate":
         _check_value(value, benign if value == "mean" else None)

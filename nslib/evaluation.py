@@ -7,16 +7,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .utils import eval_mode
+from .utils import default_eps, eval_mode, model_device, pgd_step
 
 __all__ = ["accuracy", "headline_metrics", "compare_worst_case", "default_suite", "robustness_table", "masking_warnings", "flag_masking", "format_table",
            "save_csv", "robust_accuracy_curve", "CSV_COLUMNS"]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
@@ -50,7 +44,7 @@ def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
         if labels is not None:
             raise ValueError("labels are given by the data loader; call accuracy(model, loader).")
         batches = ((b[0], b[1]) for b in data)
-    device = _device_of(model)
+    device = model_device(model)
     correct = total = 0
     with eval_mode(model), torch.no_grad():
         for x, y in batches:
@@ -167,7 +161,7 @@ def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor) -> torch
 
 
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    device = _device_of(model)
+    device = model_device(model)
     with eval_mode(model), torch.no_grad():
         return (model(x.to(device)).argmax(1) == y.to(device)).cpu()
 

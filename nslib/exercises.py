@@ -218,6 +218,7 @@ def check_deactivation_hook(fn: Callable) -> None:
     the output with the neurons ``indices`` (along dim 1) set to zero, as
     ``nslib.ablation.deactivate``."""
     from .ablation import deactivate
+    from .hooks import forward_hooks
 
     model = _ablation_model()
     images, _, _ = _ablation_data(model)
@@ -228,12 +229,8 @@ def check_deactivation_hook(fn: Callable) -> None:
         if not callable(hook):
             _report("deactivation hook", False, f"expected a function (the hook), got {type(hook).__name__}")
             return
-        handle = model.get_submodule(layer).register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                got = model(images)
-        finally:
-            handle.remove()
+        with forward_hooks([(model.get_submodule(layer), hook)]), torch.no_grad():
+            got = model(images)
         with deactivate(model, {layer: indices}), torch.no_grad():
             expected = model(images)
         _close(f"logits with neurons {indices} of {layer!r} deactivated", got, expected, atol=1e-5)

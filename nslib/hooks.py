@@ -9,12 +9,13 @@ and removed in ``finally``; captured outputs are cloned, so a later in-place op
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 import torch
 from torch import nn
 
-__all__ = ["LayerSpec", "layer_names", "get_layer", "resolve_layers", "capture", "activations", "summary"]
+__all__ = ["LayerSpec", "layer_names", "get_layer", "resolve_layers", "forward_hooks", "capture", "activations",
+           "summary"]
 
 #: A layer given by dotted name (``"layer2.0.conv1"``) or as the module itself.
 LayerSpec = Union[str, nn.Module]
@@ -67,6 +68,32 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) ->
 
 
 @contextlib.contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Register each ``(module, hook)`` forward hook for the ``with`` block; remove them all in ``finally``.
+
+    The one place nslib registers hooks: every handle is removed even if the block (or
+    the registration of a later hook) raises. A hook that returns a tensor replaces the
+    module's output (ablation); one that returns ``None`` only observes (capture).
+
+    Example:
+        >>> seen = []
+        >>> layer = nn.Linear(2, 2)
+        >>> with forward_hooks([(layer, lambda m, i, o: seen.append(o.shape))]):
+        ...     _ = layer(torch.zeros(1, 2))
+        >>> seen, len(layer._forward_hooks)
+        ([torch.Size([1, 2])], 0)
+    """
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def capture(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec], *,
             detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of ``layers`` on every forward pass inside the ``with`` block.
@@ -91,7 +118,6 @@ def capture(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec], *,
     """
     resolved = resolve_layers(model, layers)
     store: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs, output):
@@ -101,13 +127,8 @@ def capture(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec], *,
             store[name] = output.detach().clone() if detach else output.clone()
         return hook
 
-    try:
-        for name, module in resolved.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with forward_hooks((module, make_hook(name)) for name, module in resolved.items()):
         yield store
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def activations(model: nn.Module, images: torch.Tensor,
@@ -143,16 +164,11 @@ def summary(model: nn.Module, example: torch.Tensor) -> list[dict]:
         ...     print(row["name"], row["shape"], row["neurons"])
     """
     leaves = [name for name, m in model.named_modules() if name and not any(True for _ in m.children())]
-    with capture(model, leaves) as store:
-        order: list[str] = []
-        handles = [model.get_submodule(n).register_forward_hook(
-            lambda m, i, o, n=n: order.append(n)) for n in leaves]
-        try:
-            with torch.no_grad():
-                model(example)
-        finally:
-            for handle in handles:
-                handle.remove()
+    order: list[str] = []
+    with capture(model, leaves) as store, forward_hooks(
+            (model.get_submodule(n), lambda m, i, o, n=n: order.append(n)) for n in leaves):
+        with torch.no_grad():
+            model(example)
     return [{"name": n, "type": type(model.get_submodule(n)).__name__,
              "shape": tuple(store[n].shape[1:]), "neurons": store[n].shape[1]}
             for n in dict.fromkeys(order)]

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from .hooks import LayerSpec, activations, layer_names, resolve_layers
-from .utils import check_images, check_labels, eval_mode
+from .utils import check_images, check_labels, eval_mode, model_device
 
-__all__ = ["neuron_distance", "neuron_sensitivity", "layer_sensitivity", "sensitive_neurons",
-           "default_layers"]
+__all__ = ["neuron_distance", "neuron_sensitivity", "layer_sensitivity", "rank_neurons",
+           "sensitive_neurons", "default_layers"]
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -75,12 +75,6 @@ def neuron_distance(benign_act: torch.Tensor, adv_act: torch.Tensor) -> torch.Te
 def default_layers(model: nn.Module) -> list[str]:
     """The dotted names of every ``Conv2d`` and ``Linear`` layer of ``model``, in order."""
     return layer_names(model, kinds=(nn.Conv2d, nn.Linear))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _tensor_pairs(benign: torch.Tensor, adversarial: torch.Tensor | None, labels: torch.Tensor | None,
@@ -198,7 +192,7 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
     """
     _check_arguments(benign, adversarial, attack, labels, batch_size)
     names = list(resolve_layers(model, default_layers(model) if layers is None else layers))
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     if isinstance(benign, torch.Tensor):
         batches = _tensor_pairs(benign, adversarial, labels, batch_size)
         total = math.ceil(benign.shape[0] / batch_size)
@@ -279,6 +273,20 @@ def _check_sensitivity(sensitivity) -> None:
             raise ValueError(f"sensitivity[{name!r}] contains NaN; recompute it on finite inputs.")
 
 
+def rank_neurons(scores: torch.Tensor, *, largest: bool = True) -> torch.Tensor:
+    """Neuron indices ordered by score, most sensitive first (``largest=False``: least first).
+
+    The one top-k rule of nslib (``sensitive_neurons``, the ablation's top/bottom-k, SNS,
+    the explorer): a stable sort, so ties go to the lower index and the choice is
+    deterministic. Shape: ``scores`` ``(neurons,)`` -> LongTensor ``(neurons,)`` on the CPU.
+
+    Example:
+        >>> rank_neurons(torch.tensor([0.1, 0.9, 0.5, 0.9]))
+        tensor([1, 3, 2, 0])
+    """
+    return torch.sort(scores.detach().cpu(), descending=largest, stable=True).indices
+
+
 def _top_count(k: int | float, max_k: int | None, neurons: int) -> int:
     if isinstance(k, float):  # a fraction of the layer, rounded up, capped at max_k
         count = math.ceil(round(k * neurons, 9))  # round: 0.07 * 100 is 7.000000000000001
@@ -329,6 +337,5 @@ def sensitive_neurons(sensitivity: dict[str, torch.Tensor], k: int | float = 0.1
         raise ValueError(f"max_k must be a positive int or None (no cap), got {max_k!r}.")
     chosen = {}
     for name, sigma in sensitivity.items():
-        order = torch.sort(sigma.detach().cpu(), descending=largest, stable=True).indices
-        chosen[name] = order[:_top_count(k, max_k, sigma.numel())].long()
+        chosen[name] = rank_neurons(sigma, largest=largest)[:_top_count(k, max_k, sigma.numel())]
     return chosen

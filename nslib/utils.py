@@ -20,6 +20,9 @@ __all__ = [
     "check_images",
     "check_labels",
     "check_eps",
+    "model_device",
+    "default_eps",
+    "pgd_step",
 ]
 
 
@@ -46,6 +49,37 @@ def default_device() -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); ``cpu`` for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def default_eps(channels: int) -> float:
+    """The standard L-inf budget of a data set by its colour channels.
+
+    ``0.3`` for 1-channel images (MNIST, Fashion-MNIST; Madry et al. 2018), ``8/255`` for
+    colour images (CIFAR-10). Shape: ``channels`` is dim 1 of an ``(N, C, H, W)`` batch.
+
+    Example:
+        >>> default_eps(1), round(default_eps(3), 4)
+        (0.3, 0.0314)
+    """
+    return 0.3 if channels == 1 else 8 / 255
+
+
+def pgd_step(eps: float, steps: int) -> float:
+    """Madry et al.'s PGD step size ``alpha = 2.5 * eps / steps``.
+
+    With it, ``steps`` steps can walk 2.5 times across the eps-ball, enough to reach its
+    boundary from any random start. Example: ``pgd_step(0.3, 10)`` is ``0.075``.
+    """
+    return 2.5 * eps / steps
 
 
 @contextlib.contextmanager

@@ -19,7 +19,8 @@ from torch import nn
 
 from nslib.hooks import capture, resolve_layers
 from nslib.plotting import plot_feature_maps
-from nslib.utils import check_images, check_labels, eval_mode
+from nslib.sensitivity import neuron_distance, rank_neurons
+from nslib.utils import check_images, check_labels, eval_mode, model_device
 
 __all__ = ["widgets_available", "sensitivity_explorer"]
 
@@ -42,7 +43,7 @@ class _Pairs:
         self.model, self.images, self.labels = model, images, labels
         self.layers, self.attack_factory = layers, attack_factory
         self.cache: dict = {}
-        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.device = model_device(model)
 
     def forward(self, x: torch.Tensor):
         with eval_mode(self.model), torch.no_grad(), capture(self.model, self.layers) as store:
@@ -70,8 +71,8 @@ class _Pairs:
 
 
 def _pair_sigma(maps: torch.Tensor, adv_maps: torch.Tensor) -> torch.Tensor:
-    """Per-neuron ``(1/dim) ||F(x) - F(x')||_1`` for one pair, ``(C,)``."""
-    return (maps - adv_maps).abs().flatten(1).mean(dim=1)
+    """Per-neuron ``(1/dim) ||F(x) - F(x')||_1`` for one pair: ``(C, H, W)`` maps -> ``(C,)``."""
+    return neuron_distance(maps[None], adv_maps[None])[0]
 
 
 def sensitivity_explorer(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -162,7 +163,7 @@ def _build_widgets(render, pairs, sensitivity, n_images, eps_values, names, firs
     def neuron_options(name: str, i: int, e: float):
         if sensitivity is not None:
             sigma = sensitivity[name]
-            order = torch.argsort(sigma, descending=True, stable=True).tolist()
+            order = rank_neurons(sigma).tolist()
             return [(f"{c} (σ = {float(sigma[c]):.3g})", c) for c in order]
         return [(str(c), c) for c in range(pairs.get(i, e)[0][name].shape[0])]
 
