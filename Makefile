@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README.md):
 #   make reproduce   - the course's main job on the shipped data, into results/
 #   make test        - install what tests need, run pytest and nbval over notebooks/
+#   make test-fast   - pytest without the slow end-to-end tests (the newcomer test) and notebooks
 # Both create and reuse the virtual environment in $(VENV).
 
 PYTHON ?= python3
@@ -31,7 +32,7 @@ test: venv
 	    --nbval-sanitize-with .nbval-sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 
 test-fast: venv
-	$(BIN)/python -m pytest tests -x -q
+	$(BIN)/python -m pytest tests -m "not slow" -x -q -p no:cacheprovider
 
 lab: venv
 	$(BIN)/jupyter lab notebooks/

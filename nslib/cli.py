@@ -4,6 +4,10 @@
 Each command is a pair ``(add_arguments(parser), run(args))`` in ``COMMANDS``; adding one
 is adding an entry. ``train`` runs unchanged under ``torchrun --nproc_per_node=K``
 (DistributedDataParallel, gloo on CPU, nccl on CUDA).
+
+A user's mistake (an unknown data set, a missing file, a bad layer name, a misspelt
+option) prints one line, ``nslib: error: ...`` with the fix, and exits with status 2, as
+argparse does for its own errors; ``--debug`` (or ``NSLIB_DEBUG=1``) shows the traceback.
 """
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["main", "COMMANDS", "build_parser"]
+__all__ = ["main", "COMMANDS", "build_parser", "USER_ERRORS"]
+
+#: What a user's mistake raises (nslib's messages name the problem and the fix): shown as one
+#: line with exit status 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
 TRAIN_EPILOG = """\
 examples:
@@ -177,14 +185,14 @@ def _load_model(spec: str):
     if path.is_dir():
         path = path / "model.pt"
         if not path.exists():
-            raise SystemExit(f"{spec} has no model.pt (training not finished?); pass a checkpoint "
-                             "file or a finished run folder.")
+            raise FileNotFoundError(f"{spec} has no model.pt (training not finished?); pass a checkpoint "
+                                    "file or a finished run folder.")
     if path.exists():
         return path.stem if path.name != "model.pt" else path.parent.name, *load_checkpoint(path)
     if spec in pretrained_names():
         return spec, *load_pretrained(spec)
-    raise SystemExit(f"{spec!r} is neither a run folder, a checkpoint file nor a shipped model "
-                     f"({pretrained_names()}).")
+    raise FileNotFoundError(f"{spec!r} is neither a run folder, a checkpoint file nor a shipped model "
+                            f"({', '.join(pretrained_names())}).")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -192,7 +200,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from .data import load
     from .evaluation import default_suite, format_table, masking_warnings, robustness_table, save_csv
-    from .utils import default_device
+    from .utils import default_device, default_eps
 
     _threads(args)
     device = torch.device(args.device) if args.device else default_device()
@@ -202,11 +210,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         models[name] = model.to(device)
         dataset = dataset or info.get("dataset") or "mnist5k"
     x, y = load(dataset, "test").tensors(args.n)
-    suite = default_suite(args.eps if args.eps is not None else (0.3 if x.shape[1] == 1 else 8 / 255))
+    suite = default_suite(args.eps if args.eps is not None else default_eps(x.shape[1]))
     if args.attacks:
         unknown = [a for a in args.attacks if a not in suite]
         if unknown:
-            raise SystemExit(f"unknown attacks {unknown}; choose from {list(suite)}.")
+            raise ValueError(f"unknown attacks {unknown} at eps {args.eps or default_eps(x.shape[1]):g}; "
+                             f"choose from {', '.join(suite)}.")
         suite = {a: suite[a] for a in args.attacks}
     rows = robustness_table(models, (x, y), suite, seed=args.seed, progress=not args.no_progress)
     print(format_table(rows))
@@ -318,17 +327,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS). "
                     "Run `python -m nslib <command> --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also NSLIB_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     for name, (help_text, epilog, add_arguments, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
+        # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error (also NSLIB_DEBUG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return COMMANDS[args.command][3](args)
+    """Run one command; a user's mistake becomes one line on stderr and exit status 2.
+
+    Returns the command's exit status (0). Errors in ``USER_ERRORS`` print
+    ``nslib: error: <message>`` (the message names the fix) and exit 2; Ctrl-C prints
+    that the run can be resumed and exits 130. With ``--debug`` or ``NSLIB_DEBUG=1`` the
+    error is raised with its traceback instead.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debug or os.environ.get("NSLIB_DEBUG", "0") not in ("", "0"):
+        return COMMANDS[args.command][3](args)
+    try:
+        return COMMANDS[args.command][3](args)
+    except USER_ERRORS as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        parser.exit(2, f"nslib: error: {message} (--debug shows the traceback)\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "nslib: interrupted; run the same command again to resume a run that has an out "
+                         "folder.\n")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from torch import nn
 
 from .utils import default_eps, eval_mode, model_device, pgd_step
 
-__all__ = ["accuracy", "headline_metrics", "compare_worst_case", "default_suite", "robustness_table", "masking_warnings", "flag_masking", "format_table",
-           "save_csv", "robust_accuracy_curve", "CSV_COLUMNS"]
+__all__ = ["accuracy", "headline_metrics", "compare_worst_case", "default_suite", "spec_attack", "describe_spec",
+           "robustness_table", "masking_warnings", "flag_masking", "format_table", "save_csv",
+           "robust_accuracy_curve", "CSV_COLUMNS", "EVAL_OPTIONS"]
 
 
 def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
@@ -72,9 +73,21 @@ def headline_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 # --------------------------------------------------------------------------- attack suites
-#: An attack spec: ``{"attack": "clean"|"fgsm"|"pgd"|"mim"|"cw"|"autoattack", "eps": ...,
-#: "alpha": ..., "steps": ..., "restarts": ..., "loss": "ce"|"cw", "l2_max": ...}``, or a
-#: callable ``factory(model) -> attack(images, labels)`` for anything else.
+#: An attack spec is a dict ``{"attack": name, **keys}``, or a callable
+#: ``factory(model) -> attack(images, labels)`` for anything else. ``name`` is ``"clean"``,
+#: ``"autoattack"`` or an attack of ``nslib.attacks.ATTACKS`` (fgsm, bim, pgd, mim, cw), whose
+#: class's constructor arguments are the valid keys (``PGD.options()``: eps, alpha, steps,
+#: random_start, norm, loss, kappa, targeted), plus the evaluation-level options in
+#: ``EVAL_OPTIONS``. Any other key is an error that lists the valid ones.
+
+#: Evaluation-level spec keys (not hyper-parameters of the attack) -> the attacks that take them.
+EVAL_OPTIONS = {
+    "restarts": ("pgd",),   # run the attack this many times; an example is robust only if it survives all
+    "l2_max": ("cw",),      # an adversarial example counts only within this L2 distance of its image
+}
+#: Keys of the ``"autoattack"`` spec: Croce & Hein's ``AutoAttack(model, norm, eps, version)``.
+AUTOATTACK_OPTIONS = ("eps", "norm", "version")
+
 
 def default_suite(eps: float = 0.3, *, autoattack: bool | None = None) -> dict[str, dict]:
     """The standard Linf attack suite at budget ``eps`` (MNIST: 0.3; CIFAR-10: 8/255).
@@ -97,7 +110,7 @@ def default_suite(eps: float = 0.3, *, autoattack: bool | None = None) -> dict[s
     suite = {
         "clean": {"attack": "clean"},
         "fgsm": {"attack": "fgsm", "eps": eps},
-        "pgd10": {"attack": "pgd", "eps": eps, "alpha": 2.5 * eps / 10, "steps": 10},
+        "pgd10": {"attack": "pgd", "eps": eps, "alpha": pgd_step(eps, 10), "steps": 10},
         "pgd40": {"attack": "pgd", "eps": eps, "alpha": eps / 30, "steps": 40},
         "pgd100": {"attack": "pgd", "eps": eps, "alpha": eps / 30, "steps": 100},
         f"pgd40@{third:g}": {"attack": "pgd", "eps": third, "alpha": third / 30 * 2.5, "steps": 40},
@@ -122,42 +135,100 @@ def _autoattack_class():
     return AutoAttack
 
 
-def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example robustness (bool ``(N,)``) of ``model`` under one attack spec."""
-    from . import attacks
+def spec_attack(model: nn.Module, spec: dict):
+    """The attack object and the evaluation options of one spec; unknown keys raise.
 
-    if callable(spec):
-        x_adv = spec(model)(x, y)
-        return _correct(model, x_adv, y)
+    Args:
+        model (nn.Module): the model the attack runs against.
+        spec (dict): ``{"attack": name, ...}`` (see ``EVAL_OPTIONS`` and :func:`default_suite`).
+
+    Returns:
+        tuple: ``(attack, options)``: ``attack`` is ``None`` for ``"clean"``, the dict of
+        AutoAttack's arguments for ``"autoattack"``, else an instance of the class in
+        ``nslib.attacks.ATTACKS`` built from the spec (its constructor validates the
+        values); ``options`` holds the evaluation-level keys (``restarts``, ``l2_max``).
+
+    Raises:
+        ValueError: an unknown attack name or key (the message lists the valid ones), or
+            ``targeted=True`` (robustness is measured against untargeted attacks).
+
+    Example:
+        >>> from nslib.models import build
+        >>> spec_attack(build("smallcnn"), {"attack": "pgd", "eps": 0.3, "nrom": "L2"})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown key 'nrom' in the pgd spec {'attack': 'pgd', 'eps': 0.3, 'nrom': 'L2'}; valid keys: attack, eps, alpha, steps, random_start, norm, loss, kappa, targeted, restarts.
+    """
+    from .attacks import ATTACKS
+
+    if not isinstance(spec, dict):
+        raise TypeError(f"an attack spec is a dict {{'attack': name, ...}} or a callable factory(model) -> "
+                        f"attack, got {type(spec).__name__}.")
     kind = spec.get("attack", "clean")
     if kind == "clean":
-        return _correct(model, x, y)
-    if kind == "fgsm":
-        return _correct(model, attacks.fgsm(model, x, y, eps=spec["eps"]), y)
-    if kind == "pgd":
-        robust = _correct(model, x, y)
-        for _ in range(spec.get("restarts", 1)):
-            x_adv = attacks.pgd(model, x, y, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"],
-                                random_start=spec.get("random_start", True), loss=spec.get("loss", "ce"))
-            robust &= _correct(model, x_adv, y)
-        return robust
-    if kind == "mim":
-        return _correct(model, attacks.mim(model, x, y, eps=spec["eps"], alpha=spec["alpha"],
-                                           steps=spec["steps"], decay=spec.get("decay", 1.0)), y)
-    if kind == "cw":
-        x_adv = attacks.cw(model, x, y, c=spec.get("c", 1.0), kappa=spec.get("kappa", 0.0),
-                           steps=spec.get("steps", 100), lr=spec.get("lr", 0.01))
-        far = (x_adv - x.to(x_adv.device)).flatten(1).norm(dim=1) > spec.get("l2_max", float("inf"))
-        return _correct(model, x_adv, y) | far
+        valid: tuple[str, ...] = ()
+    elif kind == "autoattack":
+        valid = AUTOATTACK_OPTIONS
+    elif kind in ATTACKS:
+        valid = ATTACKS[kind].options() + tuple(k for k, kinds in EVAL_OPTIONS.items() if kind in kinds)
+    else:
+        raise ValueError(f"unknown attack {kind!r} in spec {spec}; choose one of "
+                         f"{['clean', *ATTACKS, 'autoattack']}, or pass a callable factory(model) -> attack.")
+    unknown = [key for key in spec if key != "attack" and key not in valid]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in the {kind} spec {spec}; valid keys: "
+                         + ", ".join(("attack",) + valid) + ".")
+    if spec.get("targeted"):
+        raise ValueError(f"the spec {spec} asks for a targeted attack, but robust accuracy is measured "
+                         "against untargeted attacks (the labels given are the true classes); drop "
+                         "'targeted', or call the attack yourself with target labels.")
+    options = {key: spec[key] for key in EVAL_OPTIONS if key in spec}
+    hyper = {key: value for key, value in spec.items() if key != "attack" and key not in options}
+    if kind == "clean":
+        return None, options
     if kind == "autoattack":
-        cls = _autoattack_class()
-        if cls is None:
-            raise ValueError("the autoattack package is not installed; `pip install "
-                             "git+https://github.com/fra31/auto-attack` or drop 'autoattack' from the suite.")
-        adversary = cls(model, norm="Linf", eps=spec["eps"], version="standard", verbose=False)
-        return _correct(model, adversary.run_standard_evaluation(x, y, bs=x.shape[0]), y)
-    raise ValueError(f"unknown attack {kind!r} in spec {spec}; use clean, fgsm, pgd, mim, cw, "
-                     "autoattack, or pass a callable factory(model) -> attack.")
+        return hyper, options
+    restarts = options.get("restarts", 1)
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r} in spec {spec}.")
+    if restarts > 1 and not spec.get("random_start", True):
+        raise ValueError(f"restarts={restarts} without a random start repeats the same attack; "
+                         f"set random_start=True or drop restarts (spec {spec}).")
+    return ATTACKS[kind](model, **hyper), options
+
+
+def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example robustness (bool ``(N,)``, on the CPU) of ``model`` under one attack spec.
+
+    An example is robust when the model classifies it correctly *and* every run of the
+    attack (``restarts``) leaves it correctly classified: a misclassified clean image is
+    never robust, since the attacker could return it unchanged.
+    """
+    robust = _correct(model, x, y)
+    if callable(spec):
+        return robust & _correct(model, spec(model)(x, y), y)
+    attack, options = spec_attack(model, spec)
+    if attack is None:
+        return robust
+    if isinstance(attack, dict):
+        return robust & _autoattack_correct(model, attack, x, y)
+    for _ in range(options.get("restarts", 1)):
+        x_adv = attack(x, y)
+        survived = _correct(model, x_adv, y)
+        if "l2_max" in options:  # a success farther than l2_max does not count
+            survived |= (x_adv - x.to(x_adv.device)).flatten(1).norm(dim=1).cpu() > options["l2_max"]
+        robust &= survived
+    return robust
+
+
+def _autoattack_correct(model: nn.Module, arguments: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    cls = _autoattack_class()
+    if cls is None:
+        raise ValueError("the autoattack package is not installed; `pip install pyautoattack` or drop "
+                         "'autoattack' from the suite.")
+    arguments = {"norm": "Linf", "version": "standard", **arguments}
+    adversary = cls(model, verbose=False, **arguments)
+    return _correct(model, adversary.run_standard_evaluation(x, y, bs=x.shape[0]), y)
 
 
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -166,14 +237,27 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         return (model(x.to(device)).argmax(1) == y.to(device)).cpu()
 
 
-def _describe(name: str, spec) -> dict:
+def describe_spec(name: str, spec, model: nn.Module | None = None) -> dict:
+    """A table row's metadata for one spec, read from the attack object the spec builds.
+
+    Returns ``{"attack": name, "kind", "norm", "eps", "steps", "alpha", "restarts", "loss"}``;
+    a key that does not apply to the attack is ``None`` (clean has ``eps`` 0, FGSM 1 step).
+    """
+    row = {"attack": name, "kind": "custom", "norm": None, "eps": None, "steps": None, "alpha": None,
+           "restarts": None, "loss": None}
     if callable(spec):
-        return {"attack": name, "kind": "custom", "eps": None, "steps": None, "alpha": None, "restarts": None,
-                "loss": None}
-    return {"attack": name, "kind": spec.get("attack", "clean"), "eps": spec.get("eps", 0.0 if spec.get("attack") == "clean" else None),
-            "steps": spec.get("steps", 1 if spec.get("attack") == "fgsm" else None), "alpha": spec.get("alpha"),
-            "restarts": spec.get("restarts", 1) if spec.get("attack") == "pgd" else None,
-            "loss": spec.get("loss", "ce") if spec.get("attack") == "pgd" else None}
+        return row
+    attack, options = spec_attack(model if model is not None else nn.Identity(), spec)
+    row["kind"] = spec.get("attack", "clean")
+    if attack is None:
+        return {**row, "eps": 0.0}
+    hyper = dict(attack) if isinstance(attack, dict) else attack.hyper
+    norm = hyper.get("norm", "L2" if row["kind"] == "cw" else "Linf")
+    row.update(norm=norm, eps=hyper.get("eps"), alpha=hyper.get("alpha"),
+               steps=hyper.get("steps", 1 if row["kind"] == "fgsm" else None))
+    if row["kind"] == "pgd":
+        row.update(restarts=options.get("restarts", 1), loss=hyper["loss"])
+    return row
 
 
 def robustness_table(models, data, attacks: dict | None = None, *, batch_size: int = 500,
@@ -211,8 +295,14 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
 
     Returns:
         list of dict: one row per (model, attack): ``model``, ``attack`` (its name in the
-        suite), ``kind`` (clean, fgsm, pgd, mim, cw, autoattack, custom), ``eps``, ``steps``,
-        ``restarts``, ``loss``, ``accuracy`` (in [0, 1]), ``n``, ``flags`` (list of str).
+        suite), ``kind`` (clean, fgsm, bim, pgd, mim, cw, autoattack, custom), ``norm``
+        (Linf, L2), ``eps``, ``steps``, ``alpha``, ``restarts``, ``loss`` (read from the
+        attack object the spec builds), ``accuracy`` (in [0, 1]: correct on the clean image
+        and on every adversarial one), ``n``, ``flags`` (list of str).
+
+    Raises:
+        ValueError: a spec with an unknown attack or key (see :func:`spec_attack`), before
+            any attack runs.
 
     Example:
         >>> rows = robustness_table({"std": model}, (x, y), {"clean": {"attack": "clean"},
@@ -228,7 +318,9 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
                         "nslib.data.load('mnist5k', 'test').tensors(1000).")
     x, y = data
     if attacks is None:
-        attacks = default_suite(0.3 if x.shape[1] == 1 else 8 / 255)
+        attacks = default_suite(default_eps(x.shape[1]))
+    for name, spec in attacks.items():  # every spec is checked before the first attack runs
+        describe_spec(name, spec, next(iter(models.values())))
     pairs = [(m, a) for m in models for a in attacks]
     if progress:
         from tqdm.auto import tqdm
@@ -240,7 +332,7 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
         torch.manual_seed(seed)
         robust = torch.cat([_run_spec(model, spec, x[i:i + batch_size], y[i:i + batch_size])
                             for i in range(0, x.shape[0], batch_size)])
-        rows.append({"model": model_name, **_describe(attack_name, spec),
+        rows.append({"model": model_name, **describe_spec(attack_name, spec, model),
                      "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]), "flags": []})
     return flag_masking(rows, tolerance=tolerance, large_eps_max=large_eps_max)
 
@@ -248,9 +340,11 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
 def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05) -> list[dict]:
     """Add to each row's ``flags`` the gradient-masking checks it fails (see :func:`robustness_table`).
 
-    Works on the tidy rows alone (their ``kind``, ``eps``, ``steps``, ``restarts``, ``loss``
-    and ``accuracy``), so it also checks tables read back from a CSV or typed by hand.
-    Returns the same rows.
+    Works on the tidy rows alone (their ``kind``, ``norm``, ``eps``, ``steps``, ``restarts``,
+    ``loss`` and ``accuracy``), so it also checks tables read back from a CSV or typed by
+    hand. The ordering and large-eps checks compare L-inf attacks only (a row without
+    ``norm`` counts as L-inf when its kind is fgsm, bim, pgd or mim), so an L2 attack is
+    never held against an L-inf one of the same numeric eps. Returns the same rows.
     """
     by_model: dict[str, list[dict]] = {}
     for row in rows:
@@ -258,29 +352,35 @@ def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: fl
         by_model.setdefault(row["model"], []).append(row)
     for model_rows in by_model.values():
         clean = next((r for r in model_rows if r["kind"] == "clean"), None)
-        linf = [r["eps"] for r in model_rows if r["kind"] in ("fgsm", "pgd", "mim") and r["eps"]]
+        linf_rows = [r for r in model_rows if _is_linf(r)]
+        linf = [r["eps"] for r in linf_rows if r["eps"]]
         for row in model_rows:
             kind, acc = row["kind"], row["accuracy"]
             if clean is not None and row is not clean and acc > clean["accuracy"] + tolerance:
                 row["flags"].append(f"accuracy {acc:.3f} above clean {clean['accuracy']:.3f}")
-            if kind in ("pgd", "mim"):
-                for fg in model_rows:
+            if row not in linf_rows:  # the checks below compare L-inf attacks only
+                continue
+            if kind in ("pgd", "mim", "bim"):
+                for fg in linf_rows:
                     if fg["kind"] == "fgsm" and fg["eps"] == row["eps"] and acc > fg["accuracy"] + tolerance:
                         row["flags"].append(f"weaker than FGSM at eps {row['eps']:g} "
                                             f"({acc:.3f} > {fg['accuracy']:.3f})")
             if kind == "pgd":
-                for other in model_rows:
+                for other in linf_rows:
                     if (other is not row and other["kind"] == "pgd" and other["eps"] == row["eps"]
                             and other["loss"] == row["loss"] and other.get("alpha") == row.get("alpha")
                             and other["steps"] <= row["steps"]
                             and other["restarts"] <= row["restarts"] and acc > other["accuracy"] + tolerance):
                         row["flags"].append(f"weaker than {other['attack']} with fewer steps/restarts "
                                             f"({acc:.3f} > {other['accuracy']:.3f})")
-            if (kind in ("fgsm", "pgd", "mim") and linf and row["eps"] == max(linf)
-                    and row["eps"] >= 2 * min(linf) and acc >= large_eps_max):
+            if linf and row["eps"] == max(linf) and row["eps"] >= 2 * min(linf) and acc >= large_eps_max:
                 row["flags"].append(f"accuracy {acc:.3f} at large eps {row['eps']:g} (expected < "
                                     f"{large_eps_max:g})")
     return rows
+
+
+def _is_linf(row: dict) -> bool:
+    return row["kind"] in ("fgsm", "bim", "pgd", "mim") and row.get("norm") in (None, "", "Linf")
 
 
 def compare_worst_case(rows: list[dict], model: str, baseline: str, attacks: list[str], n: int) -> dict:
@@ -326,7 +426,7 @@ def format_table(rows: list[dict], *, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("model", "attack", "kind", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n", "flags")
+CSV_COLUMNS = ("model", "attack", "kind", "norm", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n", "flags")
 
 
 def save_csv(rows: list[dict], path) -> None:
@@ -368,6 +468,9 @@ def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.
     """
     if attack not in ("pgd", "fgsm", "mim"):
         raise ValueError(f"unknown attack {attack!r}; choose 'pgd', 'fgsm' or 'mim'.")
+    if restarts != 1 and attack != "pgd":
+        raise ValueError(f"restarts={restarts} needs a random start, which only 'pgd' has; "
+                         f"{attack!r} is deterministic, so drop restarts.")
     eps_iter = eps_list
     if progress:
         from tqdm.auto import tqdm
@@ -378,8 +481,11 @@ def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.
         if eps == 0:
             spec = {"attack": "clean"}
         else:
-            spec = {"attack": attack, "eps": eps, "alpha": alpha if alpha is not None else 2.5 * eps / steps,
-                    "steps": steps, "restarts": restarts}
+            spec = {"attack": attack, "eps": eps}
+            if attack != "fgsm":
+                spec.update(alpha=alpha if alpha is not None else pgd_step(eps, steps), steps=steps)
+            if attack == "pgd":
+                spec["restarts"] = restarts
         torch.manual_seed(seed)
         robust = torch.cat([_run_spec(model, spec, images[i:i + batch_size], labels[i:i + batch_size])
                             for i in range(0, images.shape[0], batch_size)])

@@ -57,8 +57,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert text.splitlines()[0].split() == ["model", "clean", "fgsm", "pgd10"]
     assert text.splitlines()[1].startswith("run")
     assert csv_path.read_text().count("\n") == 4  # header + 3 rows
-    with pytest.raises(SystemExit, match="unknown attacks"):
+    with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(out), "--n", "10", "--attacks", "pgd7"])
+    assert exit_.value.code == 2 and "nslib: error: unknown attacks ['pgd7']" in capsys.readouterr().err
 
 
 def test_train_under_torchrun_with_two_cpu_processes(tmp_path):

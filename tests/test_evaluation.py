@@ -174,3 +174,101 @@ def test_default_suite_has_the_standard_attacks():
     assert {"clean", "fgsm", "pgd10", "pgd40", "pgd100", "pgd40x5", "pgd40_cw", "mim", "cw_l2",
             "pgd40@0.6"} <= set(suite)
     assert suite["pgd40"]["alpha"] == pytest.approx(0.01)
+
+
+# --------------------------------------------------------------------------- strict specs
+
+
+class PickInput(nn.Module):
+    """Logits = the first 3 inputs: predicts the arg-max of the input (hand-checkable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.scale * x.flatten(1)[:, :3]
+
+
+@pytest.mark.parametrize("spec, bad", [
+    ({"attack": "pgd", "eps": 0.3, "nrom": "L2"}, "nrom"),              # misspelt norm
+    ({"attack": "mim", "eps": 0.3, "restarts": 3}, "restarts"),         # MIM has no random start
+    ({"attack": "fgsm", "eps": 0.3, "steps": 10}, "steps"),             # FGSM has one step
+    ({"attack": "cw", "c": 1.0, "eps": 0.3}, "eps"),                     # C&W's budget is l2_max
+    ({"attack": "autoattack", "eps": 0.3, "versoin": "rand"}, "versoin"),
+])
+def test_unknown_spec_key_raises_before_any_attack_and_lists_valid_keys(trained, test_xy, spec, bad):
+    calls = []
+    suite = {"first": lambda model: calls.append(1) or (lambda x, y: x), "bad": spec}
+    with pytest.raises(ValueError, match=f"unknown key '{bad}'.*valid keys: attack, ") as error:
+        robustness_table(trained, test_xy, suite)
+    assert calls == []                                   # nothing ran before the check
+    valid = str(error.value).split("valid keys: ")[1]
+    assert bad not in valid.replace(".", ",").split(", ")
+
+
+def test_unknown_attack_name_lists_the_registry(trained, test_xy):
+    with pytest.raises(ValueError, match=r"unknown attack 'pgdd'.*'bim'.*'autoattack'"):
+        robustness_table(trained, test_xy, {"x": {"attack": "pgdd", "eps": 0.3}})
+
+
+def test_targeted_spec_is_refused(trained, test_xy):
+    with pytest.raises(ValueError, match="untargeted"):
+        robustness_table(trained, test_xy, {"t": {"attack": "pgd", "eps": 0.3, "targeted": True}})
+
+
+def test_l2_spec_runs_l2_pgd_and_its_row_says_so(trained, test_xy):
+    x, y = test_xy
+    spec = {"attack": "pgd", "norm": "L2", "eps": 1.5, "alpha": 0.25, "steps": 10}
+    rows = robustness_table(trained, (x, y), {"pgd_l2": spec, "pgd_linf": {**spec, "norm": "Linf"}})
+    torch.manual_seed(0)
+    by_hand = PGD(trained, eps=1.5, alpha=0.25, steps=10, norm="L2")(x, y)
+    expected = ((trained(x).argmax(1) == y) & (trained(by_hand).argmax(1) == y)).sum().item() / len(y)
+    l2, linf = rows
+    assert l2["norm"] == "L2" and linf["norm"] == "Linf"
+    assert l2["accuracy"] == pytest.approx(expected)
+    assert linf["accuracy"] < 0.05 < l2["accuracy"]      # L-inf at 1.5 covers the whole image box
+
+
+def test_row_metadata_comes_from_the_attack_object(trained, test_xy):
+    (row,) = robustness_table(trained, test_xy, {"pgd": {"attack": "pgd", "eps": 0.3, "steps": 3}})
+    default = PGD(trained)
+    assert (row["alpha"], row["loss"], row["restarts"], row["norm"]) == (default.alpha, default.loss, 1, "Linf")
+
+
+def test_restarts_and_l2_cap_are_evaluation_wrappers(trained, test_xy):
+    x, y = test_xy
+    spec = {"attack": "pgd", "eps": 0.15, "alpha": 0.02, "steps": 5, "restarts": 3}
+    (row,) = robustness_table(trained, (x, y), {"r": spec}, seed=4)
+    torch.manual_seed(4)
+    survived = trained(x).argmax(1) == y
+    for _ in range(3):
+        survived &= trained(PGD(trained, eps=0.15, alpha=0.02, steps=5)(x, y)).argmax(1) == y
+    assert row["accuracy"] == survived.sum().item() / len(y)
+    capped = robustness_table(trained, (x, y), {"near": {"attack": "cw", "c": 10.0, "steps": 20, "lr": 0.1, "l2_max": 0.01},
+                                                "far": {"attack": "cw", "c": 10.0, "steps": 20, "lr": 0.1}})
+    assert capped[0]["accuracy"] > capped[1]["accuracy"]  # successes beyond L2 0.01 do not count
+
+
+def test_a_misclassified_clean_image_is_never_robust():
+    model = PickInput()
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([1, 1])                              # row 0 is wrong on the clean image
+    helpful = {"fixes": lambda m: (lambda images, labels: torch.tensor([[0.0, 1.0, 0.0]] * 2))}
+    (row,) = robustness_table(model, (x, y), helpful)
+    assert row["accuracy"] == 0.5                         # not 1.0: row 0 was never right
+
+
+def test_l2_rows_are_not_held_against_linf_fgsm():
+    rows = flag_masking([
+        {**_row("fgsm", "fgsm", 0.40, steps=1), "norm": "Linf"},
+        {**_row("pgd_l2", "pgd", 0.80, steps=10, restarts=1, loss="ce"), "norm": "L2"},
+        {**_row("pgd_linf", "pgd", 0.80, steps=10, restarts=1, loss="ce"), "norm": "Linf"},
+    ])
+    flags = {r["attack"]: r["flags"] for r in rows}
+    assert flags["pgd_l2"] == [] and any("FGSM" in f for f in flags["pgd_linf"])
+
+
+def test_curve_refuses_restarts_without_a_random_start(trained, test_xy):
+    with pytest.raises(ValueError, match="restarts"):
+        robust_accuracy_curve(trained, *test_xy, [0.1], attack="mim", restarts=3)

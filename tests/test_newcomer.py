@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # `make test` runs it; `make test-fast` leaves it out
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 1800  # seconds per `make reproduce`
 

@@ -54,3 +54,21 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_make_test_fast_leaves_out_the_slow_newcomer_test_and_make_test_keeps_it():
+    import subprocess
+    import sys
+
+    def collected(*marker):
+        result = subprocess.run([sys.executable, "-m", "pytest", "tests", "--collect-only", "-q",
+                                 "-p", "no:cacheprovider", *marker], cwd=ROOT, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
+
+    fast_line = next(line for line in (ROOT / "Makefile").read_text().splitlines()
+                     if "pytest" in line and "-m" in line and "slow" in line)
+    assert '-m "not slow"' in fast_line
+    assert "tests/test_newcomer.py" not in collected("-m", "not slow")
+    assert "tests/test_newcomer.py" in collected()

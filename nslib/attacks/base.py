@@ -18,6 +18,7 @@ Taught in ``notebooks/01_attacks.ipynb``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable, Iterator
 
 import torch
@@ -194,6 +195,12 @@ class Attack:
         for name, value in hyper.items():
             setattr(self, name, value)
         self.validate()
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """The keyword hyper-parameters the constructor takes, in order (e.g. ``PGD.options()``)."""
+        return tuple(name for name, p in inspect.signature(cls.__init__).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
     @property
     def hyper(self) -> dict[str, Any]:
