@@ -321,6 +321,33 @@ def _layer_outputs(model: nn.Module, images: torch.Tensor, resolved) -> dict[str
     return store
 
 
+def _sweep_inputs(model, benign, adversarial, labels, sensitivity, layer, mode, selections, random_seeds):
+    """Check :func:`ablation_sweep`'s inputs; return ``(layer name, module, sigma of the layer)``."""
+    check_images(benign, "benign")
+    check_images(adversarial, "adversarial")
+    check_labels(benign, labels)
+    if adversarial.shape != benign.shape:
+        raise ValueError(f"adversarial must have the benign shape {tuple(benign.shape)} (paired, same "
+                         f"order), got {tuple(adversarial.shape)}.")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}.")
+    for selection in selections:
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; use any of {SELECTIONS}.")
+    (name, module), = resolve_layers(model, [layer]).items()
+    scores = sensitivity
+    if isinstance(sensitivity, Mapping):
+        if name not in sensitivity:
+            raise ValueError(f"sensitivity has no entry for layer {name!r}; it has {list(sensitivity)}.")
+        scores = sensitivity[name]
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
+        raise ValueError("sensitivity must be {layer: tensor (neurons,)} or a 1-D tensor, got "
+                         f"{type(scores).__name__}.")
+    if "random" in selections and not random_seeds:
+        raise ValueError("selection 'random' needs at least one seed in random_seeds.")
+    return name, module, scores
+
+
 def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Tensor,
                    labels: torch.Tensor, sensitivity, layer: LayerSpec, ks: Sequence[int], *,
                    mode: str = "stabilise", selections: Sequence[str] = SELECTIONS,
@@ -365,29 +392,8 @@ def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Te
     """
     from tqdm.auto import tqdm
 
-    check_images(benign, "benign")
-    check_images(adversarial, "adversarial")
-    check_labels(benign, labels)
-    if adversarial.shape != benign.shape:
-        raise ValueError(f"adversarial must have the benign shape {tuple(benign.shape)} (paired, same "
-                         f"order), got {tuple(adversarial.shape)}.")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}.")
-    for selection in selections:
-        if selection not in SELECTIONS:
-            raise ValueError(f"unknown selection {selection!r}; use any of {SELECTIONS}.")
-    (name, module), = resolve_layers(model, [layer]).items()
-    scores = sensitivity
-    if isinstance(sensitivity, Mapping):
-        if name not in sensitivity:
-            raise ValueError(f"sensitivity has no entry for layer {name!r}; it has {list(sensitivity)}.")
-        scores = sensitivity[name]
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
-        raise ValueError("sensitivity must be {layer: tensor (neurons,)} or a 1-D tensor, got "
-                         f"{type(scores).__name__}.")
-    if "random" in selections and not random_seeds:
-        raise ValueError("selection 'random' needs at least one seed in random_seeds.")
-
+    name, module, scores = _sweep_inputs(model, benign, adversarial, labels, sensitivity, layer, mode,
+                                         selections, random_seeds)
     configs = []  # (selection, k, seed, indices)
     for selection in selections:
         for k in ks:
