@@ -29,13 +29,14 @@ examples:
   python -m nslib train --recipe standard --epochs 10 --out runs/standard
   # PGD adversarial training as the shipped model (eps 0.3, PGD-10, eps ramp over 16 epochs)
   python -m nslib train --recipe pgd_at --epochs 40 --eps 0.3 --eps-warmup-epochs 16 --out runs/pgd_at
-  # SNS: PGD-AT plus lambda x the sensitivity of the top-10%% neurons of conv3, conv4, fc1
+  # SNS: PGD-AT plus lambda x the sensitivity of the top-10% neurons of conv3, conv4, fc1
   python -m nslib train --recipe sns --lambda 0.01 --layers conv3 conv4 fc1 --out runs/sns
   # two processes on one machine (DistributedDataParallel)
   torchrun --nproc_per_node=2 -m nslib train --recipe pgd_at --out runs/ddp
 
 A run folder holds last.pt (written every epoch), log.jsonl and, at the end, model.pt.
 Run the same command again after an interruption and it resumes from last.pt.
+A recipe option belongs to its recipe: --beta with --recipe sns is an error, not ignored.
 """
 
 EVALUATE_EPILOG = """\
@@ -69,7 +70,43 @@ def _number(text: str) -> int | float:
 # --------------------------------------------------------------------------- train
 
 
+def _recipe_flags() -> dict[str, tuple[str, dict, str]]:
+    """``{recipe option: (flag, argparse keywords, help)}``; the defaults come from the recipe's signature."""
+    from .recipes import CE_ON
+
+    return {
+        "beta": ("--beta", {"type": float}, "weight of the KL term"),
+        "lam": ("--lambda", {"type": float}, "weight of the sensitivity penalty"),
+        "layers": ("--layers", {"nargs": "+"}, "constrained layers. Default: conv3 conv4 fc1 for smallcnn"),
+        "k": ("--k", {"type": _number}, "top-k neurons per layer, a count (10) or a fraction (0.1)"),
+        "max_k": ("--max-k", {"type": int}, "cap on a fractional k"),
+        "topk_every": ("--topk-every", {"type": int},
+                       "0 = top-k from each batch; n = from a running estimate every n steps"),
+        "momentum": ("--momentum", {"type": float}, "momentum of that running estimate"),
+        "ce_on": ("--ce-on", {"choices": CE_ON}, "cross-entropy on x' (adv), x (clean) or both"),
+    }
+
+
+def _add_recipe_option_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per recipe option, its help naming its recipe and its signature default; unset = ``None``."""
+    from .recipes import RECIPES, recipe_options
+
+    g = p.add_argument_group("recipe options (each only with its own --recipe)")
+    for name, (flag, kwargs, text) in _recipe_flags().items():
+        owners = [recipe for recipe in RECIPES if name in recipe_options(recipe)]
+        default = recipe_options(owners[0])[name]
+        shown = "" if default is None else f". Default: {default}"
+        if "choices" not in kwargs:
+            kwargs = dict(kwargs, metavar=flag[2:].upper().replace("-", "_"))
+        g.add_argument(flag, dest=name, default=None, help=f"{', '.join(owners)}: {text}{shown}", **kwargs)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``train`` flags; every default is ``TrainConfig``'s or the recipe signature's, shown in ``--help``."""
+    from .recipes import RECIPES
+    from .training import OPTIMIZERS, SCHEDULES, TrainConfig
+
+    d = TrainConfig()  # every training default, written once there
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default="mnist5k", help="data set: mnist5k (embedded), mnist, "
                    "fashion-mnist, cifar10 (download first). Default: %(default)s")
@@ -78,52 +115,69 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     g.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR-10)")
     g = p.add_argument_group("training")
-    g.add_argument("--recipe", default="standard", choices=["standard", "pgd_at", "trades", "sns"],
+    g.add_argument("--recipe", default=d.recipe, choices=list(RECIPES),
                    help="loss: standard CE, PGD-AT (Madry), TRADES, SNS. Default: %(default)s")
-    g.add_argument("--epochs", type=int, default=10, help="Default: %(default)s")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate. Default: %(default)s")
-    g.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="Default: %(default)s")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="Default: %(default)s")
-    g.add_argument("--batch-size", type=int, default=100, help="global batch size. Default: %(default)s")
-    g.add_argument("--schedule", default=None, choices=["cosine", "multistep"],
+    g.add_argument("--epochs", type=int, default=d.epochs, help="Default: %(default)s")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate. Default: %(default)s")
+    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="Default: %(default)s")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size. Default: %(default)s")
+    g.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,
                    help="learning-rate schedule, stepped per epoch. Default: constant")
-    g.add_argument("--seed", type=int, default=0, help="Default: %(default)s")
+    g.add_argument("--seed", type=int, default=d.seed, help="Default: %(default)s")
     g.add_argument("--out", required=True, help="run folder (created; resumed if it has last.pt)")
     g = p.add_argument_group("adversary used in training (pgd_at, trades, sns) and in the per-epoch check")
-    g.add_argument("--eps", type=float, default=None,
+    g.add_argument("--eps", type=float, default=d.eps,
                    help="Linf budget. Default: 0.3 for MNIST-like data, 8/255 for CIFAR-10")
-    g.add_argument("--alpha", type=float, default=None, help="PGD step. Default: 2.5*eps/steps")
-    g.add_argument("--steps", type=int, default=10, help="PGD steps. Default: %(default)s")
-    g.add_argument("--eps-warmup-epochs", type=float, default=0,
+    g.add_argument("--alpha", type=float, default=d.alpha, help="PGD step. Default: 2.5*eps/steps")
+    g.add_argument("--steps", type=int, default=d.steps, help="PGD steps. Default: %(default)s")
+    g.add_argument("--eps-warmup-epochs", type=float, default=d.eps_warmup_epochs,
                    help="ramp eps linearly from 0 over this many epochs. Default: %(default)s")
-    g = p.add_argument_group("recipe options")
-    g.add_argument("--beta", type=float, default=6.0, help="trades: weight of the KL term. Default: %(default)s")
-    g.add_argument("--lambda", dest="lam", type=float, default=0.01,
-                   help="sns: weight of the sensitivity penalty. Default: %(default)s")
-    g.add_argument("--layers", nargs="+", default=None,
-                   help="sns: constrained layers. Default: conv3 conv4 fc1 for smallcnn")
-    g.add_argument("--k", type=_number, default=0.1,
-                   help="sns: top-k neurons per layer, a count (10) or a fraction (0.1). Default: %(default)s")
-    g.add_argument("--max-k", type=int, default=10, help="sns: cap on a fractional k. Default: %(default)s")
-    g.add_argument("--topk-every", type=int, default=0,
-                   help="sns: 0 = top-k from each batch; n = from a running estimate every n steps. "
-                        "Default: %(default)s")
-    g.add_argument("--ce-on", default="adv", choices=["adv", "clean", "both"],
-                   help="sns: cross-entropy on x' (adv), x (clean) or both. Default: %(default)s")
+    _add_recipe_option_arguments(p)
     g = p.add_argument_group("machine and logging")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... Default: cuda if available")
-    g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    g.add_argument("--amp", action="store_true", default=d.amp, help="mixed precision (CUDA only)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (also $NSLIB_THREADS). Default: torch's choice")
-    g.add_argument("--eval-n", type=int, default=500,
+    g.add_argument("--eval-n", type=int, default=d.eval_n,
                    help="test images for the per-epoch clean/robust check. Default: %(default)s")
-    g.add_argument("--eval-every", type=int, default=1, help="Default: %(default)s")
-    g.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the check. Default: %(default)s")
-    g.add_argument("--max-batches", type=int, default=None, help="batches per epoch (quick runs)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="Default: %(default)s")
+    g.add_argument("--eval-steps", type=int, default=d.eval_steps,
+                   help="PGD steps of the check. Default: %(default)s")
+    g.add_argument("--max-batches", type=int, default=d.max_batches, help="batches per epoch (quick runs)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def train_config(args: argparse.Namespace):
+    """The ``TrainConfig`` of parsed ``train`` arguments.
+
+    The recipe's options are those given, the rest at their signature defaults (an
+    unset ``--layers`` stays unset: the model's default layers).
+
+    Raises:
+        ValueError: a recipe option was given that the chosen recipe does not take
+            (e.g. ``--beta 3 --recipe sns``); the message names the recipe's own options.
+    """
+    from .recipes import RECIPES, recipe_options
+    from .training import SETTINGS, TrainConfig
+
+    flags = _recipe_flags()
+    valid = recipe_options(args.recipe)
+    given = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    for name in given:
+        if name not in valid:
+            owners = [recipe for recipe in RECIPES if name in recipe_options(recipe)]
+            own = " ".join(flags[n][0] for n in valid) or "none"
+            raise ValueError(f"{flags[name][0]} is an option of --recipe {' or '.join(owners)}, not of "
+                             f"--recipe {args.recipe} (its options: {own}); drop {flags[name][0]} or use "
+                             f"--recipe {owners[0]}.")
+    options = {name: given.get(name, default) for name, default in valid.items()
+               if given.get(name, default) is not None}
+    return TrainConfig.from_dict({**{name: getattr(args, name) for name in SETTINGS}, **options})
+
+
 def run_train(args: argparse.Namespace) -> int:
+    """``python -m nslib train``: check the settings, load the data, build the model, train; return 0."""
     import torch
 
     from .data import load
@@ -131,26 +185,14 @@ def run_train(args: argparse.Namespace) -> int:
     from .training import train
     from .utils import seed_everything
 
+    config = train_config(args)  # a wrong option fails here, before any data is read
     _threads(args)
     train_set = load(args.data, "train", limit=args.limit, augment=args.augment)
     test_set = load(args.data, "test")
     seed_everything(args.seed)
     model = build(args.model, dataset=args.data)
-    options: dict = {}
-    if args.recipe == "trades":
-        options = {"beta": args.beta}
-    elif args.recipe == "sns":
-        options = {"lam": args.lam, "layers": args.layers, "k": args.k, "max_k": args.max_k,
-                   "topk_every": args.topk_every, "ce_on": args.ce_on}
-        if options["layers"] is None:
-            del options["layers"]
-    log = train(model, train_set, args.recipe, args.epochs, test_data=test_set, lr=args.lr,
-                optimizer=args.optimizer, weight_decay=args.weight_decay,
-                batch_size=args.batch_size, schedule=args.schedule, eps=args.eps, alpha=args.alpha,
-                steps=args.steps, eps_warmup_epochs=args.eps_warmup_epochs, seed=args.seed,
-                out=args.out, device=args.device, amp=args.amp, progress=not args.no_progress,
-                eval_every=args.eval_every, eval_n=args.eval_n, eval_steps=args.eval_steps,
-                max_batches=args.max_batches, **options)
+    log = train(model, train_set, test_data=test_set, out=args.out, device=args.device,
+                progress=not args.no_progress, config=config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {len(log)} epochs; model at {Path(args.out) / 'model.pt'}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -49,19 +49,19 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     from .attacks import pgd
     from .evaluation import accuracy
     from .sensitivity import layer_sensitivity, neuron_sensitivity
-    from .training import train
+    from .training import SETTINGS, TrainConfig, train
     from .utils import default_device
 
     device = torch.device(device) if device is not None else default_device()
     settings = {**DEFAULT, **change}
     recipe = "pgd_at" if settings["lam"] == 0 else "sns"
-    kwargs = {} if recipe == "pgd_at" else dict(settings)
+    options = {} if recipe == "pgd_at" else settings
+    budget = {k: v for k, v in BUDGET.items() if k in SETTINGS}  # not train_n, test_n: the sweep's own
+    config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": BUDGET["epochs"], **options})
     model = models.build("smallcnn", dataset="mnist5k")
     start = time.time()
-    train(model, data.load("mnist5k", "train", limit=BUDGET["train_n"]), recipe, BUDGET["epochs"],
-          eps=BUDGET["eps"], steps=BUDGET["steps"], eps_warmup_epochs=BUDGET["eps_warmup_epochs"],
-          lr=BUDGET["lr"], batch_size=BUDGET["batch_size"], seed=BUDGET["seed"],
-          out=Path(runs_dir) / name, progress=False, eval_every=BUDGET["epochs"], device=device, **kwargs)
+    train(model, data.load("mnist5k", "train", limit=BUDGET["train_n"]), config=config,
+          out=Path(runs_dir) / name, progress=False, device=device)
     seconds = time.time() - start
     model.eval()
     x, y = data.load("mnist5k", "test").tensors(BUDGET["test_n"])

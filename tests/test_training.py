@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nslib.training as training
+import nslib.recipes as recipes
 from nslib.checkpoints import load_checkpoint
 from nslib.data import load
 from nslib.hooks import activations
@@ -64,7 +64,7 @@ def test_sns_loss_matches_hand_computation(monkeypatch):
     model = _model()
     x, y = load("mnist5k", "test").tensors(8)
     x_adv = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
-    monkeypatch.setattr(training, "_pgd", lambda net, x, y, eps, alpha, steps: x_adv)
+    monkeypatch.setattr(recipes, "_pgd", lambda net, x, y, eps, alpha, steps: x_adv)
     loss, stats = sns_loss(model, x, y, net=model, eps=0.3, alpha=0.1, steps=1, state={},
                            lam=0.5, layers=["conv3", "fc1"], k=3, max_k=None)
     clean, adv = activations(model, x, ["conv3", "fc1"]), activations(model, x_adv, ["conv3", "fc1"])
@@ -98,7 +98,7 @@ def test_trades_loss_is_ce_plus_beta_kl(monkeypatch):
     model = _model()
     x, y = load("mnist5k", "test").tensors(8)
     x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
-    monkeypatch.setattr(training, "_trades_attack", lambda net, x, eps, alpha, steps: x_adv)
+    monkeypatch.setattr(recipes, "_trades_attack", lambda net, x, eps, alpha, steps: x_adv)
     loss, stats = trades_loss(model, x, y, net=model, eps=0.3, alpha=0.1, steps=1, beta=2.0)
     p, q = F.softmax(model(x), 1), F.softmax(model(x_adv), 1)
     kl = (p * (p.log() - q.log())).sum(1).mean().item()
@@ -108,7 +108,7 @@ def test_trades_loss_is_ce_plus_beta_kl(monkeypatch):
 def test_trades_attack_stays_in_ball_and_raises_kl():
     model = _model()
     x, _ = load("mnist5k", "test").tensors(8)
-    x_adv = training._trades_attack(model, x, 0.1, 0.02, 5)
+    x_adv = recipes._trades_attack(model, x, 0.1, 0.02, 5)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
         p = F.softmax(model(x), 1)
