@@ -40,6 +40,8 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
 
     The record holds the setting, ``clean_acc``, ``pgd40_acc`` and the layer sensitivity
     (Eq. of ``nslib.sensitivity.layer_sensitivity``) of the constrained layers under PGD-40.
+    The budget's seed sets everything, the initial weights included, so a setting gives
+    the same record whichever process runs it and whatever ran before it.
     """
     import torch
 
@@ -50,7 +52,7 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     from .evaluation import accuracy
     from .sensitivity import layer_sensitivity, neuron_sensitivity
     from .training import SETTINGS, TrainConfig, train
-    from .utils import default_device
+    from .utils import default_device, seed_everything
 
     device = torch.device(device) if device is not None else default_device()
     settings = {**DEFAULT, **change}
@@ -58,6 +60,7 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     options = {} if recipe == "pgd_at" else settings
     budget = {k: v for k, v in BUDGET.items() if k in SETTINGS}  # not train_n, test_n: the sweep's own
     config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": BUDGET["epochs"], **options})
+    seed_everything(BUDGET["seed"])  # the initial weights too, as `python -m nslib train` does
     model = models.build("smallcnn", dataset="mnist5k")
     start = time.time()
     train(model, data.load("mnist5k", "train", limit=BUDGET["train_n"]), config=config,
