@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nslib import data, models  # noqa: E402
 from nslib.training import RECIPES  # noqa: E402
+from nslib.utils import pgd_step  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def run(recipe: str, model, batches, args) -> float:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for x, y in batches:
-        loss, _ = RECIPES[recipe](model, x, y, net=model, eps=args.eps, alpha=2.5 * args.eps / args.steps,
+        loss, _ = RECIPES[recipe](model, x, y, net=model, eps=args.eps, alpha=pgd_step(args.eps, args.steps),
                                   steps=args.steps, state=state, **options)
         opt.zero_grad(set_to_none=True)
         loss.backward()

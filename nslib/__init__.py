@@ -12,7 +12,10 @@ One module per concept::
     nslib.hooks         layer outputs by dotted name
     nslib.sensitivity   neuron and layer sensitivity, sensitive neurons (top-k)
     nslib.ablation      stabilise / deactivate neurons, ablation sweeps
-    nslib.training      standard, PGD-AT, TRADES and SNS training
+    nslib.recipes       the training losses: standard, PGD-AT, TRADES, SNS
+    nslib.training      TrainConfig and the training loop (resumable)
+    nslib.runstate      a run's last.pt, resume check and RNG state
+    nslib.distributed   torchrun / DistributedDataParallel set-up
     nslib.evaluation    accuracy, robustness tables, gradient-masking checks
     nslib.plotting      the course's figures (E1-E6)
     nslib.widgets       an interactive sensitivity explorer
@@ -31,8 +34,8 @@ from .utils import seed_everything
 
 __version__ = "0.1.0"
 
-_LAZY = ("ablation", "training", "evaluation", "plotting", "widgets", "reproduce", "editions",
-         "exercises", "cli")
+_LAZY = ("ablation", "recipes", "training", "runstate", "distributed", "evaluation", "plotting", "widgets",
+         "reproduce", "editions", "exercises", "cli")
 
 __all__ = [
     "attacks", "checkpoints", "data", "hooks", "models", "sensitivity", "utils", *_LAZY,
