@@ -1,5 +1,6 @@
 """Figures for the course: layer sensitivity (E1), distributions (E2), ablation (E3),
-feature maps (E4), examples, robust accuracy vs eps (E5), sensitivity vs robustness (E6).
+feature maps (E4), examples, robust accuracy vs eps (E5), sensitivity vs robustness (E6),
+SNS knobs (E7).
 
 Every function returns the ``matplotlib`` Figure, titles it, labels its axes with units,
 never calls ``plt.show()`` and works headless (``matplotlib.use("Agg")``). Where one
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 __all__ = ["upsample", "plot_layer_sensitivity", "plot_sensitivity_distribution",
-           "plot_ablation_curves", "plot_feature_maps", "plot_examples", "plot_accuracy_vs_eps",
-           "plot_sensitivity_vs_robustness"]
+           "plot_ablation_curves", "plot_ablation_grid", "plot_feature_maps", "plot_examples", "plot_accuracy_vs_eps",
+           "plot_sensitivity_vs_robustness", "plot_sns_knobs"]
 
 SENSITIVITY_LABEL = "layer sensitivity (mean |ΔF|, activation units)"
 NEURON_LABEL = "neuron sensitivity σ (mean |ΔF|, activation units)"
@@ -161,6 +162,30 @@ def plot_ablation_curves(records: Sequence[dict], metric: str = "accuracy", *, a
     mode, layer = summary[0].get("mode"), summary[0].get("layer")
     ax.set_title(title or f"{(mode or 'ablation').capitalize()} k neurons of {layer or 'the layer'} (E3)")
     ax.legend()
+    return fig
+
+
+def plot_ablation_grid(summaries: Mapping[tuple[str, str], Sequence[dict]], *,
+                       title: str = "Ablating k neurons (E3)") -> Figure:
+    """E3: ablation curves of several layers and modes, one :func:`plot_ablation_curves` panel each.
+
+    Rows are the layers, columns the modes, in the order they first appear in ``summaries``;
+    each panel is 6 x 4 inches.
+
+    Args:
+        summaries (dict): ``{(layer, mode): summary}``, each summary from
+            :func:`nslib.ablation.summarise_sweep` (or the sweep's records).
+        title (str, optional): the figure's title.
+    """
+    if not summaries:
+        raise ValueError("summaries is empty; pass {(layer, mode): summarise_sweep(...)}.")
+    layers = list(dict.fromkeys(layer for layer, _ in summaries))
+    modes = list(dict.fromkeys(mode for _, mode in summaries))
+    fig = plt.figure(figsize=(6 * len(modes), 4 * len(layers)), layout="constrained")
+    axes = fig.subplots(len(layers), len(modes), squeeze=False)
+    for (layer, mode), summary in summaries.items():
+        plot_ablation_curves(summary, ax=axes[layers.index(layer), modes.index(mode)])
+    fig.suptitle(title)
     return fig
 
 
@@ -323,4 +348,37 @@ def plot_sensitivity_vs_robustness(points: Sequence[Mapping], *, ax=None,
     ax.set(xlabel=xlabel, ylabel="robust accuracy (%)", title=title)
     if any(g is not None for g in groups):
         ax.legend()
+    return fig
+
+
+def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> Figure:
+    """E7: SNS's clean and PGD-40 accuracy against each knob, one panel per knob.
+
+    Panels: lambda (the ``"lambda"`` runs), k and the constrained layers (the ``"k"`` or
+    ``"layers"`` runs plus the default setting ``lam0.01``; k = 0.1 is drawn as
+    "10%≤10" and placed at 10). A dashed line marks PGD-AT at the same budget.
+
+    Args:
+        rows (list of dict): one per sweep run: ``name``, ``knob`` (``"lambda"``, ``"k"``
+            or ``"layers"``), ``lam``, ``k``, ``layers`` (joined with ``+``),
+            ``clean_acc`` and ``pgd40_acc`` (fractions in [0, 1]), as in ``e7_sns_knobs.csv``.
+        base (dict): the lambda = 0 run (PGD-AT): its ``pgd40_acc``.
+        budget (dict): the sweep's reduced budget (``nslib.sweep.BUDGET``), named in the title.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained", sharey=True)
+    for ax, knob, xlabel in zip(axes, ("lambda", "k", "layers"), ("λ (penalty weight)", "k (neurons per layer)",
+                                                                 "constrained layers")):
+        chosen = [r for r in rows if r["knob"] == knob or (knob != "lambda" and r["name"] == "lam0.01")]
+        if knob == "k":
+            chosen = sorted(chosen, key=lambda r: {0.1: 10}.get(r["k"], r["k"]))
+        labels = [{"lambda": f"{r['lam']:g}", "k": ("10%≤10" if r["k"] == 0.1 else f"{r['k']:g}"),
+                   "layers": r["layers"]}[knob] for r in chosen]
+        ax.plot(labels, [100 * r["pgd40_acc"] for r in chosen], marker="o", label="PGD-40 accuracy")
+        ax.plot(labels, [100 * r["clean_acc"] for r in chosen], marker="s", label="clean accuracy")
+        ax.axhline(100 * base["pgd40_acc"], color="gray", linestyle="--", label="PGD-AT, same budget")
+        ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
+        ax.tick_params(axis="x", rotation=30)
+    axes[0].set_ylabel("accuracy on 500 test images (%)")
+    axes[0].legend()
+    fig.suptitle("E7: SNS knobs (reduced budget: " + ", ".join(f"{k} {v}" for k, v in budget.items()) + ")")
     return fig

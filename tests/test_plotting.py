@@ -98,6 +98,38 @@ def test_plot_ablation_curves_with_a_band_for_random():
         plotting.plot_ablation_curves(records, metric="loss")
 
 
+
+def test_plot_ablation_grid_one_panel_per_layer_and_mode():
+    def summary(layer, mode):
+        return [{"selection": s, "k": k, "accuracy_mean": 0.1 * k, "accuracy_std": 0.0, "layer": layer, "mode": mode}
+                for s in ("top", "random", "bottom") for k in (0, 1, 2)]
+
+    summaries = {(layer, mode): summary(layer, mode) for layer in ("conv4", "fc1")
+                 for mode in ("stabilise", "deactivate")}
+    fig = plotting.plot_ablation_grid(summaries, title="E3 grid")
+    assert fig.get_suptitle() == "E3 grid" and tuple(fig.get_size_inches()) == (12, 8)
+    assert len(fig.axes) == 4 and all(labelled(ax) for ax in fig.axes)
+    titles = [ax.get_title() for ax in fig.axes]  # rows: layers, columns: modes
+    assert "Stabilise" in titles[0] and "conv4" in titles[0] and "Deactivate" in titles[1] and "fc1" in titles[3]
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_ablation_grid({})
+
+
+def test_plot_sns_knobs_three_panels_against_the_baseline():
+    def run(name, knob, lam=0.01, k=0.1, layers="conv3+conv4+fc1", pgd=0.5):
+        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": layers, "clean_acc": 0.9, "pgd40_acc": pgd}
+
+    rows = [run("lam0", "lambda", lam=0.0, pgd=0.4), run("lam0.01", "lambda"), run("k1", "k", k=1),
+            run("k20", "k", k=20), run("layers_fc1", "layers", layers="fc1")]
+    fig = plotting.plot_sns_knobs(rows, rows[0], {"epochs": 10, "test_n": 500})
+    assert len(fig.axes) == 3 and "epochs 10" in fig.get_suptitle()
+    lam, k, layers = fig.axes
+    assert "%" in lam.get_ylabel() and all(ax.get_xlabel() and ax.get_title() for ax in fig.axes)
+    np.testing.assert_allclose(lam.lines[0].get_ydata(), [40, 50])       # PGD-40 accuracy in %
+    assert list(k.lines[0].get_xdata()) == ["1", "10%≤10", "20"]  # the default placed at k = 10
+    assert lam.lines[-1].get_ydata()[0] == pytest.approx(40)              # PGD-AT's dashed line
+    assert len(layers.lines[0].get_xdata()) == 2                           # the default and the fc1 run
+
 def test_plot_feature_maps_upsamples_to_the_image_size():
     g = torch.Generator().manual_seed(0)
     image, adversarial = torch.rand(3, 32, 32, generator=g), torch.rand(3, 32, 32, generator=g)

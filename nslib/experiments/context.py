@@ -1,0 +1,130 @@
+"""What every experiment shares: the ``Context`` of a run, the ``Result`` it returns, the
+four models, and the white-box PGD inputs the sensitivity experiments measure on.
+
+The Context records every file an experiment reads (checkpoints, data files), so
+``nslib.reproduce`` can tell whether a step's inputs changed since it last ran.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .. import data
+from ..checkpoints import CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names, pretrained_path, \
+    read_checkpoint
+from ..utils import default_device, default_eps, pgd_step
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Context", "Result", "MODELS", "short_name", "data_file", "pgd_inputs"]
+
+#: The four shipped models, in the order every table and figure shows them.
+MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
+
+
+def short_name(name: str) -> str:
+    """The name tables and figures use: ``"mnist_pgd_at"`` -> ``"pgd_at"``."""
+    return name.removeprefix("mnist_")
+
+
+def data_file(name: str) -> Path:
+    """The file an embedded data set is read from: ``data_file("mnist5k")`` is ``data/mnist5k.npz``."""
+    return data.EMBEDDED_DIR / data.EMBEDDED_FILES[name][0]
+
+
+@dataclass
+class Context:
+    """What every step needs: where to write, how big, which device; and which files it read."""
+
+    out: Path
+    quick: bool = True
+    seed: int = 0
+    device: torch.device = field(default_factory=default_device)
+    progress: bool = True
+    n_images: int | None = None
+    used_checkpoints: dict[str, str] = field(default_factory=dict)  # label -> file
+    used_data: dict[str, str] = field(default_factory=dict)  # label -> file
+
+    @property
+    def n(self) -> int:
+        """Test images used by the attack-based steps: 200 quick, 1000 full, unless set."""
+        return self.n_images or (200 if self.quick else 1000)
+
+    def checkpoint_path(self, name: str) -> Path:
+        """The shipped checkpoint (quick) or the one retrained by the ``models`` step (full)."""
+        if self.quick:
+            if name not in pretrained_names():
+                raise FileNotFoundError(
+                    f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; restore it with "
+                    "`git checkout -- data/checkpoints/` or train it with scripts/train_shipped.py.")
+            return pretrained_path(name)
+        path = self.out / "models" / f"{name}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: --full uses retrained models; run "
+                                    f"`python -m nslib reproduce --full --steps models --out {self.out}` first.")
+        return path
+
+    def model(self, name: str) -> nn.Module:
+        """A model by name, in eval mode on the device; its checkpoint is recorded for the step's key."""
+        path = self.checkpoint_path(name)
+        if self.quick:
+            model, _ = load_pretrained(name, map_location=self.device)  # sha256-checked
+        else:
+            model, _ = load_checkpoint(path, map_location=self.device)
+        self.used_checkpoints[name] = str(path)
+        return model.to(self.device).eval()
+
+    def checkpoint_info(self, name: str) -> dict:
+        """The checkpoint's recipe, metrics and training log (no weights)."""
+        info = read_checkpoint(self.checkpoint_path(name))
+        info.pop("state_dict", None)
+        return info
+
+    def uses(self, label: str, path: Path) -> Path:
+        """Record that the step reads the data file ``path`` (its sha256 joins the step's key)."""
+        self.used_data[label] = str(path)
+        return path
+
+    def test_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` mnist5k test images and labels, on the device."""
+        self.uses("mnist5k", data_file("mnist5k"))
+        x, y = data.load("mnist5k", "test").tensors(self.n)
+        return x.to(self.device), y.to(self.device)
+
+
+@dataclass
+class Result:
+    """What an experiment returns: its finding and its output files' contents, in report order.
+
+    ``outputs`` maps a file name to a table (a list of dicts with the same keys, written as
+    CSV) or a matplotlib Figure (written as PNG); ``nslib.reproduce`` writes them.
+    """
+
+    finding: str
+    outputs: dict[str, list[dict] | Figure]
+
+    @property
+    def tables(self) -> dict[str, list[dict]]:
+        """The tables by file name."""
+        return {name: rows for name, rows in self.outputs.items() if isinstance(rows, list)}
+
+    @property
+    def figures(self) -> dict[str, Figure]:
+        """The figures by file name."""
+        return {name: fig for name, fig in self.outputs.items() if not isinstance(fig, list)}
+
+
+def pgd_inputs(ctx: Context, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """White-box L-inf PGD against ``model`` at the data's standard eps (0.3 on MNIST), step
+    ``2.5 * eps / steps`` (PGD-20 quick, PGD-40 full), random start drawn after seeding."""
+    from ..attacks import pgd
+
+    eps = default_eps(x.shape[1])
+    steps = 20 if ctx.quick else 40
+    torch.manual_seed(ctx.seed)
+    return pgd(model, x, y, eps=eps, alpha=pgd_step(eps, steps), steps=steps)
