@@ -17,9 +17,10 @@ One module per concept::
     nslib.runstate      a run's last.pt, resume check and RNG state
     nslib.distributed   torchrun / DistributedDataParallel set-up
     nslib.evaluation    accuracy, robustness tables, gradient-masking checks
-    nslib.plotting      the course's figures (E1-E6)
+    nslib.plotting      the course's figures (E1-E7)
     nslib.widgets       an interactive sensitivity explorer
-    nslib.reproduce     `python -m nslib reproduce`
+    nslib.experiments   one module per experiment E1-E7 (tables, figures, finding)
+    nslib.reproduce     `python -m nslib reproduce`: runs, caches and reports the experiments
 """
 import importlib
 
@@ -35,7 +36,7 @@ from .utils import seed_everything
 __version__ = "0.1.0"
 
 _LAZY = ("ablation", "recipes", "training", "runstate", "distributed", "evaluation", "plotting", "widgets",
-         "reproduce", "editions", "exercises", "cli")
+         "experiments", "reproduce", "editions", "exercises", "cli")
 
 __all__ = [
     "attacks", "checkpoints", "data", "hooks", "models", "sensitivity", "utils", *_LAZY,

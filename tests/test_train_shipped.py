@@ -13,7 +13,8 @@ import pytest
 from nslib.checkpoints import load_pretrained, pretrained_path, read_checkpoint
 from nslib.experiments import models as experiment_models
 from nslib.experiments.context import MODELS
-from nslib.experiments.models import PROVENANCE_KEYS, SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES
+from nslib.experiments.models import SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES
+from nslib.training import PROVENANCE, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "train_shipped.py"
@@ -22,8 +23,9 @@ SCRIPT = ROOT / "scripts" / "train_shipped.py"
 @pytest.mark.parametrize("name", MODELS)
 def test_shipped_recipes_are_the_recipes_in_the_shipped_checkpoints(name):
     info = read_checkpoint(pretrained_path(name))
-    stored = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE_KEYS}
+    stored = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
     assert SHIPPED_RECIPES[name] == stored
+    assert TrainConfig.from_dict(SHIPPED_RECIPES[name]).to_dict() == {**stored, "world_size": 1}
     assert (info["arch"], info["dataset"]) == (SHIPPED_ARCH, SHIPPED_DATASET)
     assert experiment_models.retrain_settings(name) == {"arch": SHIPPED_ARCH, "dataset": SHIPPED_DATASET,
                                                         **SHIPPED_RECIPES[name]}

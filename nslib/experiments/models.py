@@ -25,17 +25,17 @@ from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, sav
 from ..utils import default_device, pgd_step, seed_everything
 from .context import MODELS, Context, Result, data_file, short_name
 
-__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "PROVENANCE_KEYS", "retrain_settings",
-           "retrain", "run"]
+__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "retrain_settings", "retrain", "run"]
 
 #: The architecture and data set of the shipped models.
 SHIPPED_ARCH, SHIPPED_DATASET = "smallcnn", "mnist5k"
 
 _COMMON = {"lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 100, "schedule": None,
-           "eps": 0.3, "alpha": pgd_step(0.3, 10), "steps": 10, "seed": 0, "max_batches": None}
+           "eps": 0.3, "alpha": pgd_step(0.3, 10), "steps": 10, "seed": 0, "amp": False, "max_batches": None}
 _ROBUST = {**_COMMON, "epochs": 40, "eps_warmup_epochs": 16.0}
 
-#: ``train()`` keyword settings of the four shipped models (``recipe`` and ``epochs`` included).
+#: ``train()`` keyword settings of the four shipped models (``recipe`` and ``epochs`` included):
+#: ``nslib.training.TrainConfig.from_dict`` of each is the run's configuration.
 SHIPPED_RECIPES: dict[str, dict] = {
     "mnist_standard": {"recipe": "standard", **_COMMON, "epochs": 10, "eps_warmup_epochs": 0},
     "mnist_pgd_at": {"recipe": "pgd_at", **_ROBUST},
@@ -44,22 +44,21 @@ SHIPPED_RECIPES: dict[str, dict] = {
                   "max_k": 10, "topk_every": 0, "ce_on": "adv"},
 }
 
-#: Keys of a stored recipe that say how a run was made, not what it trains.
-PROVENANCE_KEYS = ("command", "world_size", "amp")
-
-
 def retrain_settings(name: str) -> dict:
     """``train()`` arguments of a shipped model, read from the recipe its checkpoint carries.
 
-    Returns ``{"arch", "dataset", **recipe}`` without the provenance keys.
+    Returns ``{"arch", "dataset", **recipe}`` without the provenance keys
+    (``nslib.training.PROVENANCE``: the shell command and the number of processes).
 
     Example:
         >>> s = retrain_settings("mnist_pgd_at")
         >>> s["recipe"], s["epochs"], s["eps"], s["eps_warmup_epochs"]
         ('pgd_at', 40, 0.3, 16.0)
     """
+    from ..training import PROVENANCE
+
     _, info = load_pretrained(name)  # sha256-checked
-    recipe = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE_KEYS}
+    recipe = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
     return {"arch": info["arch"], "dataset": info["dataset"], **recipe}
 
 
@@ -77,7 +76,8 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
         name (str): the model's name, for messages.
         run_dir (path): the training run's folder; an interrupted run resumes from it.
         checkpoint (path): where the trained model is saved.
-        settings (dict): ``{"arch", "dataset", **train() keywords}``, e.g.
+        settings (dict): ``{"arch", "dataset", **train() settings}`` (checked strictly by
+            ``TrainConfig.from_dict``: an unknown key raises), e.g.
             ``retrain_settings(name)`` or ``{"arch": SHIPPED_ARCH, "dataset": SHIPPED_DATASET,
             **SHIPPED_RECIPES[name]}``.
         device (optional): Default: ``nslib.utils.default_device()``.
@@ -88,18 +88,18 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
     """
     from ..evaluation import headline_metrics
     from ..models import build
-    from ..training import train
+    from ..training import TrainConfig, train
 
     settings = dict(settings)
     arch, dataset = settings.pop("arch"), settings.pop("dataset")
-    recipe, epochs = settings.pop("recipe"), settings.pop("epochs")
+    config = TrainConfig.from_dict({**settings, "eval_n": min(500, n)})
     run_dir, device = Path(run_dir), torch.device(device) if device is not None else default_device()
-    print(f"  training {name}: {recipe}, {epochs} epochs -> {run_dir}", flush=True)
-    seed_everything(settings.get("seed", 0))
+    print(f"  training {name}: {config.recipe}, {config.epochs} epochs -> {run_dir}", flush=True)
+    seed_everything(config.seed)
     model = build(arch, dataset=dataset)
     start = time.time()
-    log = train(model, data.load(dataset, "train"), recipe, epochs, test_data=data.load(dataset, "test"),
-                eval_n=min(500, n), out=run_dir, device=device, progress=progress, **settings)
+    log = train(model, data.load(dataset, "train"), config=config, test_data=data.load(dataset, "test"),
+                out=run_dir, device=device, progress=progress)
     seconds = round(time.time() - start)
     x, y = data.load(dataset, "test").tensors(n)
     metrics = headline_metrics(model.eval(), x.to(device), y.to(device), seed=seed)
