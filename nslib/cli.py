@@ -390,12 +390,19 @@ def main(argv: list[str] | None = None) -> int:
     that the run can be resumed and exits 130. With ``--debug`` or ``NSLIB_DEBUG=1`` the
     error is raised with its traceback instead.
     """
+    from .utils import env_flag
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.debug or os.environ.get("NSLIB_DEBUG", "0") not in ("", "0"):
-        return COMMANDS[args.command][3](args)
+    run = COMMANDS[args.command][3]
     try:
-        return COMMANDS[args.command][3](args)
+        debug = args.debug or env_flag("NSLIB_DEBUG", False)
+    except ValueError as error:
+        parser.exit(2, f"nslib: error: {error}\n")
+    if debug:
+        return run(args)  # errors keep their traceback
+    try:
+        return run(args)
     except USER_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         parser.exit(2, f"nslib: error: {message} (--debug shows the traceback)\n")

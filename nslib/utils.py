@@ -23,6 +23,8 @@ __all__ = [
     "model_device",
     "default_eps",
     "pgd_step",
+    "env_flag",
+    "quick_mode",
 ]
 
 
@@ -49,6 +51,33 @@ def default_device() -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no setting from the environment variable ``name``; a value that is neither raises.
+
+    ``1``/``true``/``yes``/``on`` and ``0``/``false``/``no``/``off`` (any case); unset or
+    empty gives ``default``. Anything else is an error, never silently read as one of them.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{name}={os.environ[name]!r} is not a yes/no value; set it to 1 (or true) or 0 (or "
+                     "false), or unset it.")
+
+
+def quick_mode() -> bool:
+    """The course's quick/full switch, ``NSLIB_QUICK``: quick (the default) unless it is ``0``/``false``.
+
+    Quick mode uses the shipped checkpoints, small N and few epochs (what CI runs); full
+    mode the whole budget. Every notebook's setup cell reads it here.
+    """
+    return env_flag("NSLIB_QUICK", True)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -76,3 +76,23 @@ def test_reproduce_refuses_unknown_steps_and_settings(tmp_path, capsys, monkeypa
     with pytest.raises(SystemExit) as exit_:          # argparse's own one-line error
         main(["reproduce", "--steps", "e5", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and "invalid choice: 'e5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, expected", [("", True), ("1", True), ("TRUE", True), (" yes", True),
+                                             ("0", False), ("false", False), ("Off", False)])
+def test_quick_mode_reads_yes_and_no(monkeypatch, value, expected):
+    from nslib.utils import quick_mode
+
+    monkeypatch.setenv("NSLIB_QUICK", value)
+    assert quick_mode() is expected
+
+
+@pytest.mark.parametrize("value", ["2", "full", "quick", "flase"])
+def test_a_switch_that_is_neither_yes_nor_no_raises(monkeypatch, capsys, value):
+    from nslib.utils import quick_mode
+
+    monkeypatch.setenv("NSLIB_QUICK", value)
+    with pytest.raises(ValueError, match=f"NSLIB_QUICK='{value}' is not a yes/no value"):
+        quick_mode()
+    monkeypatch.setenv("NSLIB_DEBUG", value)
+    assert "NSLIB_DEBUG" in _fails(["evaluate", "mnist_standard", "--attacks", "clean"], capsys)
