@@ -363,7 +363,8 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
             or ``"layers"``), ``lam``, ``k``, ``layers`` (joined with ``+``),
             ``clean_acc`` and ``pgd40_acc`` (fractions in [0, 1]), as in ``e7_sns_knobs.csv``.
         base (dict): the lambda = 0 run (PGD-AT): its ``pgd40_acc``.
-        budget (dict): the sweep's reduced budget (``nslib.sweep.BUDGET``), named in the title.
+        budget (dict): the sweep's reduced budget (``nslib.sweep.BUDGET``), named in the title;
+            its ``test_n`` (the evaluation's test images) labels the y axis.
     """
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained", sharey=True)
     for ax, knob, xlabel in zip(axes, ("lambda", "k", "layers"), ("λ (penalty weight)", "k (neurons per layer)",
@@ -378,7 +379,7 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
         ax.axhline(100 * base["pgd40_acc"], color="gray", linestyle="--", label="PGD-AT, same budget")
         ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
         ax.tick_params(axis="x", rotation=30)
-    axes[0].set_ylabel("accuracy on 500 test images (%)")
+    axes[0].set_ylabel(f"accuracy on {budget.get('test_n', '?')} test images (%)")
     axes[0].legend()
     fig.suptitle("E7: SNS knobs (reduced budget: " + ", ".join(f"{k} {v}" for k, v in budget.items()) + ")")
     return fig

@@ -7,7 +7,7 @@ step's one-sentence finding into ``results/REPORT.md``.
 A step is skipped when its outputs exist and nothing it depends on changed: its settings
 (quick/full, seed, n), the sha256 of every checkpoint and data file it read, and the code
 (every ``*.py`` file of the ``nslib`` package: editing any library function reruns every
-step, which is coarse but never stale). So an interrupted run loses only the step it was
+step, which is coarse but never stale) with the torch and numpy versions. So an interrupted run loses only the step it was
 in; every step reseeds, so two runs give identical tables.
 
 ``--quick`` (the default) uses the shipped checkpoints, N = 200 test images, a trimmed
@@ -36,7 +36,7 @@ from .experiments.context import Context, Result
 from .experiments.models import retrain_settings
 from .utils import seed_everything
 
-__all__ = ["reproduce", "STEPS", "Context", "retrain_settings", "source_hash", "write_report"]
+__all__ = ["reproduce", "STEPS", "Context", "retrain_settings", "source_hash", "library_versions", "write_report"]
 
 #: step name -> (experiment's ``run(ctx) -> Result``, title). Order matters: the report follows it.
 STEPS: dict[str, tuple[Callable[[Context], Result], str]] = {
@@ -121,10 +121,20 @@ def file_hashes(files: dict[str, str]) -> dict[str, str]:
     return {label: (data.sha256sum(f) if Path(f).exists() else "missing") for label, f in sorted(files.items())}
 
 
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that compute the numbers (torch, numpy): an upgrade reruns the steps."""
+    import numpy
+    import torch
+
+    return {"torch": torch.__version__, "numpy": numpy.__version__}
+
+
 def step_key(ctx: Context, name: str, code: str) -> str:
-    """What a step's outputs depend on: its settings, the files it read and the code (``code``)."""
+    """What a step's outputs depend on: its settings, the files it read, the code (``code``) and the
+    versions of torch and numpy."""
     settings = {"format": STAMP_FORMAT, "step": name, "quick": ctx.quick, "seed": ctx.seed, "n": ctx.n,
-                "version": __version__, "code": code, "checkpoints": file_hashes(ctx.used_checkpoints),
+                "version": __version__, "code": code, "libraries": library_versions(),
+                "checkpoints": file_hashes(ctx.used_checkpoints),
                 "data": file_hashes(ctx.used_data)}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

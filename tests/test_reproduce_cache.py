@@ -114,3 +114,15 @@ def test_a_stamp_of_another_format_is_stale(tmp_path, capsys, older):
     capsys.readouterr()
     rp.reproduce(tmp_path, steps=[E6], progress=False)
     assert _ran(capsys, "E6")
+
+
+def test_a_new_torch_version_reruns_the_step(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results"
+    rp.reproduce(out, steps=[E6], progress=False)
+    assert _ran(capsys, "E6")
+    rp.reproduce(out, steps=[E6], progress=False)
+    assert not _ran(capsys, "E6")
+    versions = rp.library_versions()
+    monkeypatch.setattr(rp, "library_versions", lambda: {**versions, "torch": versions["torch"] + ".upgraded"})
+    rp.reproduce(out, steps=[E6], progress=False)
+    assert _ran(capsys, "E6")
