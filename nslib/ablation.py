@@ -78,7 +78,7 @@ def select_neurons(scores: torch.Tensor, k: int, selection: str = "top", *,
         if seed is None:
             raise ValueError("selection='random' needs a seed, e.g. seed=0.")
         generator = torch.Generator().manual_seed(seed)
-        return torch.randperm(scores.numel(), generator=generator)[:k]
+        return torch.randperm(scores.numel(), generator=generator, device="cpu")[:k]
     raise ValueError(f"unknown selection {selection!r}; use one of {SELECTIONS}.")
 
 
@@ -90,7 +90,7 @@ def _resolve_neurons(model: nn.Module, neurons: Neurons) -> dict[str, tuple[nn.M
     resolved = {}
     for layer, indices in neurons.items():
         (name, module), = resolve_layers(model, [layer]).items()
-        index = torch.as_tensor(indices).detach().cpu()
+        index = torch.as_tensor(indices, device="cpu").detach()
         if index.numel() == 0:
             index = index.long()
         if index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:

@@ -133,7 +133,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
         path (path): a file written by :func:`save_checkpoint`.
         model (nn.Module, optional): load into this model; its ``arch`` (if set) must
             match. Default: build ``checkpoint["arch"]`` for ``checkpoint["dataset"]``.
-        map_location (optional): passed to ``torch.load``. Default: ``"cpu"``.
+        map_location (optional): passed to ``torch.load``; a model built here is put there
+            too (a model you pass stays on its device). Default: ``"cpu"``.
 
     Returns:
         tuple: ``(model, info)``, info being the checkpoint dict without ``state_dict``.
@@ -146,6 +147,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
                              f"build; pass an instance: load_checkpoint(path, model={arch[len(CUSTOM):]}(...)).")
     elif model is None:
         model = build(arch, dataset=payload.get("dataset"))
+        if isinstance(map_location, (str, torch.device)):
+            model.to(map_location)  # else load_state_dict would copy the weights back to the CPU
     elif getattr(model, "arch", arch) != arch:
         raise ValueError(f"{path} holds a {arch!r} model but you passed a {model.arch!r}; "
                          f"build the right one with nslib.models.build({arch!r}) or pass model=None.")

@@ -210,7 +210,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000, help="test images. Default: %(default)s")
     p.add_argument("--attacks", nargs="+", default=None,
                    help="attacks from nslib.evaluation.default_suite; at eps 0.3: clean fgsm pgd10 pgd40 "
-                        "pgd100 pgd40@0.1 pgd40@0.2 pgd40x5 pgd40_cw mim cw_l2 pgd40@0.6. Default: all")
+                        "pgd100 pgd40@0.1 pgd40@0.2 pgd40x5 pgd40_cw mim pgd100_l2 cw_l2 pgd40@0.6, and "
+                        "autoattack (or autoattack_quick). Default: all")
+    p.add_argument("--autoattack", choices=("standard", "quick", "none"), default="standard",
+                   help="AutoAttack, the headline robust accuracy: 'standard' (APGD-CE, APGD-T, FAB-T, Square), "
+                        "'quick' (our CPU subset: APGD-CE + APGD-T on 3 targets) or 'none'. Default: %(default)s")
     p.add_argument("--eps", type=float, default=None,
                    help="scale the suite to this eps. Default: 0.3 (MNIST) or 8/255")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
@@ -252,7 +256,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         models[name] = model.to(device)
         dataset = dataset or info.get("dataset") or "mnist5k"
     x, y = load(dataset, "test").tensors(args.n)
-    suite = default_suite(args.eps if args.eps is not None else default_eps(x.shape[1]))
+    suite = default_suite(args.eps if args.eps is not None else default_eps(x.shape[1]),
+                          autoattack=None if args.autoattack == "none" else args.autoattack)
     if args.attacks:
         unknown = [a for a in args.attacks if a not in suite]
         if unknown:
@@ -293,8 +298,10 @@ def run_download(args: argparse.Namespace) -> int:
 REPRODUCE_EPILOG = """\
 examples:
   python -m nslib reproduce                  # quick: shipped checkpoints, 200 test images, minutes on a CPU
-  python -m nslib reproduce --full           # retrain the four models and the E7 sweep, 1000 test images,
-                                             # the full attack suite (56 minutes on a 2-core CPU)
+  python -m nslib reproduce --full           # retrain the four models (3 seeds each) and the E7 sweep,
+                                             # 1000 test images, the full suite and standard AutoAttack:
+                                             # for a GPU (hours on a CPU; --seeds 1 --autoattack quick is cheaper)
+  python -m nslib reproduce --full --seeds 5 # more training seeds per recipe
   python -m nslib reproduce --steps robustness --force
 
 Writes PNG figures, CSV tables and results/REPORT.md. A step whose outputs are current
@@ -315,14 +322,22 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run only these steps. Default: all")
     p.add_argument("--force", action="store_true", help="rerun steps even when their outputs are current")
     p.add_argument("--seed", type=int, default=0, help="the one seed. Default: 0")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="training seeds per recipe: the shipped ones (quick, at most 3) or retrained (--full). "
+                        "Default: 3")
+    p.add_argument("--autoattack", choices=("standard", "quick"), default=None,
+                   help="AutoAttack version: 'standard' (APGD-CE, APGD-T, FAB-T, Square) or 'quick' (our CPU subset: "
+                        "APGD-CE + APGD-T, 3 targets). Default: quick with --quick, standard with --full")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... Default: $NSLIB_DEVICE, else cuda if available")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
     reproduce(args.out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
-              progress=args.progress)
+              progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack)
     return 0
 
 

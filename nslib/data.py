@@ -138,9 +138,9 @@ class ImageDataset(Dataset):
 def _random_crop_flip(image: torch.Tensor, padding: int = 4) -> torch.Tensor:
     _, h, w = image.shape
     padded = torch.nn.functional.pad(image, (padding,) * 4)
-    top, left = torch.randint(0, 2 * padding + 1, (2,)).tolist()
+    top, left = torch.randint(0, 2 * padding + 1, (2,), device="cpu").tolist()
     image = padded[:, top:top + h, left:left + w]
-    if torch.rand(()) < 0.5:
+    if torch.rand((), device="cpu") < 0.5:
         image = image.flip(-1)
     return image
 

@@ -30,9 +30,9 @@ def torchrun_env() -> tuple[int, int, int]:
 
 
 def start_process_group(world: int, device=None) -> None:
-    """Join torchrun's process group (once): nccl with CUDA unless ``device == "cpu"``, else gloo."""
+    """Join torchrun's process group (once): nccl when training on CUDA (see :func:`train_device`), else gloo."""
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        backend = "nccl" if train_device(device, 0, world).type == "cuda" else "gloo"  # also for torch.device("cpu")
         torch.distributed.init_process_group(backend)
 
 
@@ -40,7 +40,10 @@ def train_device(device, local_rank: int, world: int) -> torch.device:
     """``device``, or by default this process's GPU under torchrun, else ``nslib.utils.default_device()``."""
     if device is None:
         device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else default_device()
-    return torch.device(device)
+    device = torch.device(device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # "cuda" under torchrun: this process's own GPU
+    return device
 
 
 def wrap_model(net: nn.Module, device: torch.device, world: int) -> nn.Module:

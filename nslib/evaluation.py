@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .utils import default_eps, eval_mode, model_device, pgd_step
+from .utils import default_eps, default_l2_eps, eval_mode, model_device, pgd_step
 
-__all__ = ["accuracy", "headline_metrics", "compare_worst_case", "default_suite", "spec_attack", "describe_spec",
-           "robustness_table", "masking_warnings", "flag_masking", "format_table", "save_csv",
-           "robust_accuracy_curve", "CSV_COLUMNS", "EVAL_OPTIONS"]
+__all__ = ["accuracy", "headline_metrics", "compare_worst_case", "compare_over_seeds", "worst_case", "default_suite",
+           "autoattack_suite", "spec_attack", "describe_spec", "stages_of", "robustness_table", "masking_warnings",
+           "flag_masking", "format_table", "save_csv", "robust_accuracy_curve", "CSV_COLUMNS", "EVAL_OPTIONS"]
 
 
 def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
@@ -58,18 +58,33 @@ def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
 
 
 def headline_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 0.3,
-                     seed: int = 0) -> dict[str, float]:
-    """The three numbers a checkpoint carries: clean, FGSM and PGD-40 accuracy at ``eps``.
+                     seed: int = 0, autoattack: str | None = "quick") -> dict:
+    """The numbers a checkpoint carries: clean, FGSM, PGD-40 and AutoAttack accuracy at ``eps``.
 
-    PGD-40 is L-inf with step ``eps / 30`` (0.01 at MNIST's 0.3) and a random start drawn
-    after ``torch.manual_seed(seed)``. Returns ``{"clean_acc", "fgsm_acc", "pgd40_acc"}``.
+    PGD-40 is L-inf with step ``eps / 30`` (0.01 at MNIST's 0.3) and a random start; each
+    attack runs after ``torch.manual_seed(seed)`` (:func:`robustness_table`). ``worst_acc``
+    is the per-example worst case: an image counts only if it survives every attack.
+
+    Args:
+        autoattack (str, optional): AutoAttack version (``"standard"`` on a GPU, our CPU
+            subset ``"quick"``: ``nslib.autoattack``), or ``None`` to leave it out.
+
+    Returns:
+        dict: ``clean_acc``, ``fgsm_acc``, ``pgd40_acc``, with AutoAttack also ``aa_acc``
+        and ``aa_version`` (its label); ``worst_acc``; ``n`` (images); ``eps``.
     """
-    from .attacks import fgsm, pgd
+    suite = {"clean": {"attack": "clean"}, "fgsm": {"attack": "fgsm", "eps": eps},
+             "pgd40": {"attack": "pgd", "eps": eps, "alpha": eps / 30, "steps": 40}}
+    if autoattack is not None:
+        suite["aa"] = next(iter(autoattack_suite(eps, autoattack).values()))
+    rows = robustness_table(model, (images, labels), suite, seed=seed)
+    metrics = {f"{r['attack']}_acc": r["accuracy"] for r in rows}
+    if autoattack is not None:
+        from .autoattack import describe_version
 
-    torch.manual_seed(seed)
-    return {"clean_acc": accuracy(model, images, labels),
-            "fgsm_acc": accuracy(model, fgsm(model, images, labels, eps=eps), labels),
-            "pgd40_acc": accuracy(model, pgd(model, images, labels, eps=eps, alpha=eps / 30, steps=40), labels)}
+        metrics["aa_version"] = describe_version(autoattack)
+    metrics.update(worst_acc=worst_case(rows, "model", list(suite)), n=int(labels.shape[0]), eps=eps)
+    return metrics
 
 
 # --------------------------------------------------------------------------- attack suites
@@ -89,23 +104,41 @@ EVAL_OPTIONS = {
 AUTOATTACK_OPTIONS = ("eps", "norm", "version")
 
 
-def default_suite(eps: float = 0.3, *, autoattack: bool | None = None) -> dict[str, dict]:
-    """The standard Linf attack suite at budget ``eps`` (MNIST: 0.3; CIFAR-10: 8/255).
+def default_suite(eps: float = 0.3, *, l2_eps: float | None = None,
+                  autoattack: str | None = None) -> dict[str, dict]:
+    """The standard attack suite: L-inf at budget ``eps``, L2 at radius ``l2_eps``.
 
-    Names -> specs: ``clean``; ``fgsm``; ``pgd10`` (step ``2.5*eps/10``), ``pgd40`` and
-    ``pgd100`` (step ``eps/30``, 0.01 at 0.3) at ``eps``; ``pgd40@eps/3`` and
-    ``pgd40@2eps/3``; ``pgd40x5`` (5 random restarts, an example counts as robust only
-    if it survives all 5); ``pgd40_cw`` (C&W margin loss); ``mim`` (40 steps, decay
-    1.0); ``cw_l2`` (Carlini-Wagner L2, c=1, 100 steps; an example counts as broken only
-    if fooled within L2 distance ``l2_max`` = ``6.67 * eps``, 2.0 at 0.3) and
-    ``pgd40@2eps`` (the sanity check: accuracy must be ~0 at twice the budget, step
-    ``2 eps/15``). AutoAttack (standard, Linf) is added when ``autoattack`` is
-    importable (or ``autoattack=True``).
+    An example is *robust* under a threat model when the model classifies it correctly
+    and also every ``x'`` the attack finds with ``||x' - x||_p <= eps`` (``p`` = inf or 2).
+
+    Names -> specs, L-inf at ``eps`` (MNIST 0.3, CIFAR-10 8/255): ``clean``; ``fgsm``;
+    ``pgd10`` (step ``2.5*eps/10``), ``pgd40`` and ``pgd100`` (step ``eps/30``, 0.01 at
+    0.3); ``pgd40@eps/3`` and ``pgd40@2eps/3``; ``pgd40x5`` (5 random restarts, an
+    example counts as robust only if it survives all 5); ``pgd40_cw`` (C&W margin loss);
+    ``mim`` (40 steps, decay 1.0); ``pgd40@2eps`` (the sanity check: accuracy must be ~0
+    at twice the budget, step ``2 eps/15``). L2 at ``l2_eps``: ``pgd100_l2`` (PGD-L2,
+    100 steps of ``2.5*l2_eps/100``: the L2 robustness number) and ``cw_l2``
+    (Carlini-Wagner L2 with its binary search over ``c``: 5 searches of 100 Adam steps,
+    ``lr`` 0.1, initial ``c`` 1; an example counts as broken only if fooled within
+    ``l2_max = l2_eps``; the masking check flags it when it is weaker than
+    ``pgd100_l2`` beyond sampling noise). With ``autoattack="standard"`` (or ``"quick"``),
+    AutoAttack at ``eps`` (L-inf) joins as ``autoattack`` (or ``autoattack_quick``): see
+    ``nslib.autoattack``.
+
+    Args:
+        eps (float, optional): the L-inf budget. Default: ``0.3`` (MNIST).
+        l2_eps (float, optional): the L2 radius. Default: the standard radius of the
+            data set whose L-inf budget ``eps`` is (``nslib.utils.default_l2_eps``):
+            ``2.0`` when ``eps >= 0.1`` (MNIST-like), else ``0.5`` (CIFAR-10-like).
+        autoattack (str, optional): the AutoAttack version to add (``"standard"``, or our
+            CPU subset ``"quick"``); ``None`` leaves it out (it is the slowest attack).
 
     Example:
         >>> list(default_suite(0.3))[:4]
         ['clean', 'fgsm', 'pgd10', 'pgd40']
     """
+    if l2_eps is None:
+        l2_eps = default_l2_eps(1 if eps >= 0.1 else 3)
     third = round(eps / 3, 6)
     suite = {
         "clean": {"attack": "clean"},
@@ -119,20 +152,33 @@ def default_suite(eps: float = 0.3, *, autoattack: bool | None = None) -> dict[s
         "pgd40x5": {"attack": "pgd", "eps": eps, "alpha": eps / 30, "steps": 40, "restarts": 5},
         "pgd40_cw": {"attack": "pgd", "eps": eps, "alpha": eps / 30, "steps": 40, "loss": "cw"},
         "mim": {"attack": "mim", "eps": eps, "alpha": eps / 30, "steps": 40},
-        "cw_l2": {"attack": "cw", "c": 1.0, "steps": 100, "lr": 0.01, "l2_max": round(eps * 20 / 3, 6)},
+        "pgd100_l2": {"attack": "pgd", "norm": "L2", "eps": l2_eps, "alpha": pgd_step(l2_eps, 100), "steps": 100},
+        "cw_l2": {"attack": "cw", "c": 1.0, "steps": 100, "lr": 0.1, "binary_search_steps": 5, "l2_max": l2_eps},
         f"pgd40@{2 * eps:g}": {"attack": "pgd", "eps": 2 * eps, "alpha": 2 * eps / 15, "steps": 40},
     }
-    if autoattack or (autoattack is None and _autoattack_class() is not None):
-        suite["autoattack"] = {"attack": "autoattack", "eps": eps}
+    if autoattack is not None:
+        suite.update(autoattack_suite(eps, autoattack))
     return suite
 
 
-def _autoattack_class():
-    try:
-        from autoattack import AutoAttack  # the `autoattack` / `pyautoattack` package
-    except ImportError:
-        return None
-    return AutoAttack
+def autoattack_suite(eps: float, version: str = "standard", norm: str = "Linf") -> dict[str, dict]:
+    """``{name: spec}`` of AutoAttack at ``eps``: ``autoattack`` (standard, L-inf), with
+    ``_quick`` for the quick subset and ``_l2`` for the L2 threat model.
+
+    Example:
+        >>> autoattack_suite(0.3, "quick")
+        {'autoattack_quick': {'attack': 'autoattack', 'eps': 0.3, 'norm': 'Linf', 'version': 'quick'}}
+        >>> list(autoattack_suite(2.0, "standard", norm="L2"))
+        ['autoattack_l2']
+    """
+    from .autoattack import check_version
+
+    if not isinstance(version, str):
+        raise ValueError(f"autoattack takes a version name ('standard' or 'quick') or None, got {version!r}.")
+    check_version(version)
+    name = ("autoattack" + ("" if version == "standard" else f"_{version}")
+            + ("" if norm == "Linf" else f"_{norm.lower()}"))
+    return {name: {"attack": "autoattack", "eps": eps, "norm": norm, "version": version}}
 
 
 def spec_attack(model: nn.Module, spec: dict):
@@ -187,7 +233,14 @@ def spec_attack(model: nn.Module, spec: dict):
     if kind == "clean":
         return None, options
     if kind == "autoattack":
-        return hyper, options
+        from .autoattack import NORMS, check_version
+
+        check_version(hyper.get("version", "standard"))
+        if hyper.get("norm", "Linf") not in NORMS:
+            raise ValueError(f"unknown norm {hyper['norm']!r} in spec {spec}; AutoAttack takes {list(NORMS)}.")
+        if "eps" not in hyper:
+            raise ValueError(f"the autoattack spec {spec} needs 'eps' (MNIST L-inf 0.3, CIFAR-10 8/255).")
+        return {"norm": "Linf", "version": "standard", **hyper}, options
     restarts = options.get("restarts", 1)
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts must be an int >= 1, got {restarts!r} in spec {spec}.")
@@ -197,38 +250,41 @@ def spec_attack(model: nn.Module, spec: dict):
     return ATTACKS[kind](model, **hyper), options
 
 
-def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> dict[str, torch.Tensor]:
     """Per-example robustness (bool ``(N,)``, on the CPU) of ``model`` under one attack spec.
 
     An example is robust when the model classifies it correctly *and* every run of the
     attack (``restarts``) leaves it correctly classified: a misclassified clean image is
-    never robust, since the attacker could return it unchanged.
+    never robust, since the attacker could return it unchanged. Returns ``{"robust": flags}``;
+    for AutoAttack also each cascade stage by component name (``nslib.autoattack``).
     """
     robust = _correct(model, x, y)
     if callable(spec):
-        return robust & _correct(model, spec(model)(x, y), y)
+        return {"robust": robust & _correct(model, spec(model)(x, y), y)}
     attack, options = spec_attack(model, spec)
     if attack is None:
-        return robust
+        return {"robust": robust}
     if isinstance(attack, dict):
-        return robust & _autoattack_correct(model, attack, x, y)
+        from .autoattack import autoattack_robust
+
+        stages = autoattack_robust(model, x, y, seed=seed, **attack)
+        return {"robust": robust & list(stages.values())[-1], **stages}
     for _ in range(options.get("restarts", 1)):
         x_adv = attack(x, y)
         survived = _correct(model, x_adv, y)
         if "l2_max" in options:  # a success farther than l2_max does not count
             survived |= (x_adv - x.to(x_adv.device)).flatten(1).norm(dim=1).cpu() > options["l2_max"]
         robust &= survived
-    return robust
+    return {"robust": robust}
 
 
-def _autoattack_correct(model: nn.Module, arguments: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    cls = _autoattack_class()
-    if cls is None:
-        raise ValueError("the autoattack package is not installed; `pip install pyautoattack` or drop "
-                         "'autoattack' from the suite.")
-    arguments = {"norm": "Linf", "version": "standard", **arguments}
-    adversary = cls(model, verbose=False, **arguments)
-    return _correct(model, adversary.run_standard_evaluation(x, y, bs=x.shape[0]), y)
+def _run_batches(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 seed: int) -> dict[str, torch.Tensor]:
+    """:func:`_run_spec` over batches of ``batch_size``, concatenated (after ``torch.manual_seed(seed)``)."""
+    torch.manual_seed(seed)
+    parts = [_run_spec(model, spec, x[i:i + batch_size], y[i:i + batch_size], seed=seed)
+             for i in range(0, x.shape[0], batch_size)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -242,6 +298,8 @@ def describe_spec(name: str, spec, model: nn.Module | None = None) -> dict:
 
     Returns ``{"attack": name, "kind", "norm", "eps", "steps", "alpha", "restarts", "loss"}``;
     a key that does not apply to the attack is ``None`` (clean has ``eps`` 0, FGSM 1 step).
+    A C&W row's ``eps`` is its ``l2_max`` (the L2 radius within which a success counts;
+    ``None`` without a cap) and its ``steps`` the Adam steps per binary-search step.
     """
     row = {"attack": name, "kind": "custom", "norm": None, "eps": None, "steps": None, "alpha": None,
            "restarts": None, "loss": None}
@@ -257,12 +315,14 @@ def describe_spec(name: str, spec, model: nn.Module | None = None) -> dict:
                steps=hyper.get("steps", 1 if row["kind"] == "fgsm" else None))
     if row["kind"] == "pgd":
         row.update(restarts=options.get("restarts", 1), loss=hyper["loss"])
+    if row["kind"] == "cw":  # C&W minimises the distance; its radius is the cap l2_max (None: no cap)
+        row["eps"] = options.get("l2_max")
     return row
 
 
 def robustness_table(models, data, attacks: dict | None = None, *, batch_size: int = 500,
                      seed: int = 0, tolerance: float = 0.01, large_eps_max: float = 0.05,
-                     progress: bool = False) -> list[dict]:
+                     autoattack_gap: float = 0.10, progress: bool = False) -> list[dict]:
     """Accuracy of every model under every attack, as a tidy list of rows, with masking checks.
 
     Gradient-masking checks (Athalye et al., 2018; Carlini et al., 2019), each flagged on
@@ -275,7 +335,13 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
       the step than about masking);
     * no attack may give higher accuracy than clean;
     * at the largest eps of the suite (at least twice the main budget), accuracy must be
-      below ``large_eps_max``.
+      below ``large_eps_max``;
+    * AutoAttack's black-box Square must not break examples that its white-box attacks
+      (APGD-CE, APGD-T, FAB-T) left standing (Croce & Hein's own check);
+    * PGD must not sit more than ``autoattack_gap`` above AutoAttack at the same eps and
+      norm: a PGD number that AutoAttack undercuts by that much is not a robustness number;
+    * an L2 attack (C&W within ``l2_max``, AutoAttack L2) must not be weaker than PGD-L2 at
+      the same radius by more than the sampling noise (see :func:`flag_masking`).
 
     "Weaker" means a higher accuracy by more than ``tolerance``.
 
@@ -291,6 +357,7 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
         tolerance (float, optional): slack of the ordering checks. Default: ``0.01``.
         large_eps_max (float, optional): largest accuracy allowed at the large eps.
             Default: ``0.05``.
+        autoattack_gap (float, optional): how far PGD may sit above AutoAttack. Default: ``0.10``.
         progress (bool, optional): a tqdm bar over (model, attack) pairs. Default: ``False``.
 
     Returns:
@@ -298,7 +365,10 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
         suite), ``kind`` (clean, fgsm, bim, pgd, mim, cw, autoattack, custom), ``norm``
         (Linf, L2), ``eps``, ``steps``, ``alpha``, ``restarts``, ``loss`` (read from the
         attack object the spec builds), ``accuracy`` (in [0, 1]: correct on the clean image
-        and on every adversarial one), ``n``, ``flags`` (list of str).
+        and on every adversarial one), ``n``, ``stages`` (AutoAttack: the accuracy after
+        each component of its cascade, ``{"apgd-ce": ..., ...}``; else empty), ``robust``
+        (bool ``(N,)`` on the CPU: which examples survived; for per-example worst cases,
+        :func:`worst_case`), ``flags`` (list of str).
 
     Raises:
         ValueError: a spec with an unknown attack or key (see :func:`spec_attack`), before
@@ -329,28 +399,36 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
     rows = []
     for model_name, attack_name in pairs:
         model, spec = models[model_name], attacks[attack_name]
-        torch.manual_seed(seed)
-        robust = torch.cat([_run_spec(model, spec, x[i:i + batch_size], y[i:i + batch_size])
-                            for i in range(0, x.shape[0], batch_size)])
+        result = _run_batches(model, spec, x, y, batch_size, seed)
+        robust = result.pop("robust")
         rows.append({"model": model_name, **describe_spec(attack_name, spec, model),
-                     "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]), "flags": []})
-    return flag_masking(rows, tolerance=tolerance, large_eps_max=large_eps_max)
+                     "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]),
+                     "stages": {k: v.sum().item() / v.numel() for k, v in result.items()}, "robust": robust,
+                     "flags": []})
+    return flag_masking(rows, tolerance=tolerance, large_eps_max=large_eps_max, autoattack_gap=autoattack_gap)
 
 
-def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05) -> list[dict]:
+def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05,
+                 autoattack_gap: float = 0.10) -> list[dict]:
     """Add to each row's ``flags`` the gradient-masking checks it fails (see :func:`robustness_table`).
 
     Works on the tidy rows alone (their ``kind``, ``norm``, ``eps``, ``steps``, ``restarts``,
     ``loss`` and ``accuracy``), so it also checks tables read back from a CSV or typed by
     hand. The ordering and large-eps checks compare L-inf attacks only (a row without
     ``norm`` counts as L-inf when its kind is fgsm, bim, pgd or mim), so an L2 attack is
-    never held against an L-inf one of the same numeric eps. Returns the same rows.
+    never held against an L-inf one of the same numeric eps. An L2 row is flagged when it
+    sits above PGD-L2 at the same radius (accuracy ``p``) by more than the sampling noise
+    ``2 sqrt(2 p (1 - p) / n)``, and at least ``tolerance`` (:func:`_l2_flags`; a C&W
+    row's radius is its ``l2_max``, which :func:`describe_spec` puts in ``eps``). Returns
+    the same rows.
     """
     by_model: dict[str, list[dict]] = {}
     for row in rows:
         row.setdefault("flags", [])
         by_model.setdefault(row["model"], []).append(row)
     for model_rows in by_model.values():
+        _autoattack_flags(model_rows, tolerance, autoattack_gap)
+        _l2_flags(model_rows, tolerance)
         clean = next((r for r in model_rows if r["kind"] == "clean"), None)
         linf_rows = [r for r in model_rows if _is_linf(r)]
         linf = [r["eps"] for r in linf_rows if r["eps"]]
@@ -379,15 +457,79 @@ def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: fl
     return rows
 
 
+def stages_of(row: dict) -> dict[str, float]:
+    """An AutoAttack row's accuracy after each cascade stage (from a table, or a CSV's text)."""
+    stages = row.get("stages") or {}
+    if isinstance(stages, str):  # read back from a CSV: "apgd-ce=0.875; apgd-t=0.87"
+        stages = {k: float(v) for k, v in (part.split("=") for part in stages.split("; "))}
+    return stages
+
+
+def _autoattack_flags(model_rows: list[dict], tolerance: float, gap: float) -> None:
+    """Flag Square beating the white-box attacks (on the AutoAttack row) and PGD far above AutoAttack."""
+    from .autoattack import BLACK_BOX
+
+    for aa in (r for r in model_rows if r["kind"] == "autoattack"):
+        stages = list(stages_of(aa).items())
+        for i, (name, acc) in enumerate(stages):
+            if name in BLACK_BOX and i > 0 and stages[i - 1][1] - acc > tolerance:
+                aa["flags"].append(f"black-box {name} broke {stages[i - 1][1] - acc:.3f} more than the white-box "
+                                   f"attacks ({stages[i - 1][1]:.3f} -> {acc:.3f})")
+        for row in model_rows:
+            if (row["kind"] == "pgd" and row["eps"] == aa["eps"] and (row.get("norm") or "Linf") == aa["norm"]
+                    and row["accuracy"] - aa["accuracy"] > gap):
+                row["flags"].append(f"{row['accuracy'] - aa['accuracy']:.3f} above {aa['attack']} "
+                                    f"({row['accuracy']:.3f} > {aa['accuracy']:.3f})")
+
+
+def _is_l2(row: dict) -> bool:
+    """An L2 attack row: its ``norm`` is L2, or it is a C&W row without a ``norm``."""
+    return row.get("norm") == "L2" or (row["kind"] == "cw" and row.get("norm") in (None, ""))
+
+
+def _l2_flags(model_rows: list[dict], tolerance: float) -> None:
+    """Flag an L2 attack weaker than PGD-L2 at the same radius by more than sampling noise.
+
+    PGD-L2 (Madry et al., 2018) at radius ``eps`` is the reference: every other L2 row at
+    that radius (C&W with ``l2_max = eps``, AutoAttack L2, a PGD-L2 with at least as many
+    steps and restarts) should leave at most its accuracy ``p``. A row is flagged when its
+    accuracy exceeds the lowest such reference by more than ``max(noise, tolerance)``, with
+    ``noise = 2 sqrt(2 p (1 - p) / n)`` (:func:`_noise`) on the rows' ``n`` images. L2 rows
+    are never compared with L-inf ones, whatever their numeric eps.
+    """
+    l2_rows = [r for r in model_rows if _is_l2(r) and r["kind"] != "clean" and r.get("eps")]
+    pgd_l2 = [r for r in l2_rows if r["kind"] == "pgd"]
+    for row in l2_rows:
+        refs = [r for r in pgd_l2 if r is not row and r["eps"] == row["eps"]
+                and (row["kind"] != "pgd" or (r["steps"] <= row["steps"] and r["restarts"] <= row["restarts"]))]
+        if not refs:
+            continue
+        ref = min(refs, key=lambda r: r["accuracy"])
+        noise = _noise(ref["accuracy"], min(row["n"], ref["n"]))
+        if row["accuracy"] > ref["accuracy"] + max(noise, tolerance):
+            row["flags"].append(f"weaker than {ref['attack']} at L2 radius {row['eps']:g} "
+                                f"({row['accuracy']:.3f} > {ref['accuracy']:.3f} + noise {noise:.3f})")
+
+
 def _is_linf(row: dict) -> bool:
     return row["kind"] in ("fgsm", "bim", "pgd", "mim") and row.get("norm") in (None, "", "Linf")
+
+
+def _noise(p: float, n: int) -> float:
+    """Two standard errors of a difference of two accuracies near ``p`` on ``n`` images each.
+
+    ``2 sqrt(2 p (1 - p) / n)``: the standard error of one accuracy is ``sqrt(p (1 - p) / n)``,
+    and a difference of two independent ones has twice its variance. E.g. 0.06 at
+    ``p = 0.9``, ``n = 200``.
+    """
+    return 2 * (2 * p * (1 - p) / n) ** 0.5
 
 
 def compare_worst_case(rows: list[dict], model: str, baseline: str, attacks: list[str], n: int) -> dict:
     """Finding 3's test: is ``model`` more robust than ``baseline`` beyond sampling noise?
 
-    Each model's worst case is its lowest accuracy over ``attacks`` (names in ``rows``, e.g.
-    every L-inf attack at the budget). The difference counts only beyond two standard errors
+    Each model's worst case is its per-example worst case over ``attacks`` (names in ``rows``,
+    e.g. every L-inf attack at the budget; :func:`worst_case`). The difference counts only beyond two standard errors
     of a difference of two accuracies on ``n`` images, ``noise = 2 sqrt(2 p (1 - p) / n)``
     with ``p`` the baseline's worst case.
 
@@ -396,12 +538,62 @@ def compare_worst_case(rows: list[dict], model: str, baseline: str, attacks: lis
         ``difference`` (model - baseline), ``noise`` and ``verdict`` (``"beat"``,
         ``"fell behind"`` or ``"matched"``).
     """
-    acc = {(r["model"], r["attack"]): r["accuracy"] for r in rows}
-    worst = {m: min(acc[(m, a)] for a in attacks) for m in dict.fromkeys(r["model"] for r in rows)}
+    worst = {m: worst_case(rows, m, attacks) for m in dict.fromkeys(r["model"] for r in rows)}
     difference = worst[model] - worst[baseline]
-    noise = 2 * (2 * worst[baseline] * (1 - worst[baseline]) / n) ** 0.5
+    noise = _noise(worst[baseline], n)
     verdict = "beat" if difference > noise else "fell behind" if difference < -noise else "matched"
     return {"worst": worst, "difference": difference, "noise": noise, "verdict": verdict}
+
+
+def worst_case(rows: list[dict], model: str, attacks: list[str]) -> float:
+    """The accuracy of ``model`` when each example faces its own worst attack among ``attacks``.
+
+    An example counts as robust only if it survives every attack: the per-example AND of
+    the rows' ``robust`` flags. Rows read back from a CSV have no flags; their worst case
+    falls back to the lowest accuracy, an upper bound on the per-example one.
+    """
+    chosen = [r for r in rows if r["model"] == model and r["attack"] in attacks]
+    missing = set(attacks) - {r["attack"] for r in chosen}
+    if missing:
+        raise ValueError(f"no rows of model {model!r} for attacks {sorted(missing)}; rows have "
+                         f"{sorted({r['attack'] for r in rows if r['model'] == model})}.")
+    if all(isinstance(r.get("robust"), torch.Tensor) for r in chosen):
+        robust = torch.stack([r["robust"] for r in chosen]).all(0)
+        return robust.sum().item() / robust.numel()
+    return min(r["accuracy"] for r in chosen)
+
+
+def compare_over_seeds(model: list[float], baseline: list[float], n: int) -> dict:
+    """Finding 3's test over training seeds: is ``model``'s mean accuracy above ``baseline``'s?
+
+    ``model`` and ``baseline`` hold one (worst-case) accuracy per training seed, each
+    measured on the same ``n`` test images. The statistic is the difference of the means,
+    ``d = mean(a) - mean(b)``, against two standard errors that count both sources of
+    noise, treated as independent:
+
+        SE^2 = s_a^2 / S_a + s_b^2 / S_b + 2 p (1 - p) / n
+
+    with ``s`` the standard deviation over seeds (training variance; needs 2 seeds or more,
+    else it is unknown and counted as 0, which the result says), ``S`` the number of seeds,
+    and the last term the binomial sampling variance of a difference of two accuracies on
+    ``n`` images at the baseline's mean ``p``. The verdict is ``"beat"`` when ``d > 2 SE``,
+    ``"fell behind"`` when ``d < -2 SE``, else ``"matched"``. With 3 seeds a side, ``2 SE``
+    is roughly a 90 % interval (a t distribution with about 4 degrees of freedom).
+
+    Returns:
+        dict: ``mean``/``std`` (``(model, baseline)``), ``difference``, ``se``, ``noise``
+        (``2 SE``), ``seeds`` (``(S_a, S_b)``), ``seed_variance_known`` and ``verdict``.
+    """
+    if not model or not baseline:
+        raise ValueError("compare_over_seeds needs at least one accuracy per side.")
+    a, b = torch.tensor(model, dtype=torch.float64), torch.tensor(baseline, dtype=torch.float64)
+    std = [float(t.std()) if len(t) > 1 else 0.0 for t in (a, b)]
+    p = float(b.mean())
+    se = (std[0] ** 2 / len(a) + std[1] ** 2 / len(b) + (_noise(p, n) / 2) ** 2) ** 0.5
+    difference = float(a.mean() - b.mean())
+    verdict = "beat" if difference > 2 * se else "fell behind" if difference < -2 * se else "matched"
+    return {"mean": (float(a.mean()), p), "std": tuple(std), "difference": difference, "se": se, "noise": 2 * se,
+            "seeds": (len(a), len(b)), "seed_variance_known": len(a) > 1 and len(b) > 1, "verdict": verdict}
 
 
 def masking_warnings(rows: list[dict]) -> list[str]:
@@ -426,7 +618,8 @@ def format_table(rows: list[dict], *, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("model", "attack", "kind", "norm", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n", "flags")
+CSV_COLUMNS = ("model", "attack", "kind", "norm", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n",
+               "stages", "flags")
 
 
 def save_csv(rows: list[dict], path) -> None:
@@ -440,7 +633,9 @@ def save_csv(rows: list[dict], path) -> None:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**{k: row.get(k) for k in CSV_COLUMNS}, "flags": "; ".join(row["flags"])})
+            stages = "; ".join(f"{k}={v:.4f}" for k, v in stages_of(row).items())
+            writer.writerow({**{k: row.get(k) for k in CSV_COLUMNS}, "stages": stages,
+                             "flags": "; ".join(row["flags"])})
 
 
 def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -486,8 +681,6 @@ def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.
                 spec.update(alpha=alpha if alpha is not None else pgd_step(eps, steps), steps=steps)
             if attack == "pgd":
                 spec["restarts"] = restarts
-        torch.manual_seed(seed)
-        robust = torch.cat([_run_spec(model, spec, images[i:i + batch_size], labels[i:i + batch_size])
-                            for i in range(0, images.shape[0], batch_size)])
+        robust = _run_batches(model, spec, images, labels, batch_size, seed)["robust"]
         result.append(robust.sum().item() / robust.numel())
     return result

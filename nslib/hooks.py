@@ -135,11 +135,13 @@ def activations(model: nn.Module, images: torch.Tensor,
                 layers: LayerSpec | Iterable[LayerSpec]) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for ``images``, one forward pass without gradients.
 
+    ``images`` go to the model's device first; the outputs stay there.
+
     Raises ``RuntimeError`` naming the layers whose hook never fired (a layer the
     forward pass does not use).
     """
     with torch.no_grad(), capture(model, layers) as store:
-        model(images)
+        model(_on_model_device(model, images))
     names = list(resolve_layers(model, layers))
     missing = [n for n in names if n not in store]
     if missing:
@@ -153,7 +155,7 @@ def summary(model: nn.Module, example: torch.Tensor) -> list[dict]:
 
     Args:
         model (nn.Module): the model.
-        example (Tensor): one input batch, e.g. ``(1, C, H, W)``.
+        example (Tensor): one input batch, e.g. ``(1, C, H, W)`` (moved to the model's device).
 
     Returns:
         list of dict: ``{"name", "type", "shape" (output shape without the batch dim),
@@ -168,7 +170,15 @@ def summary(model: nn.Module, example: torch.Tensor) -> list[dict]:
     with capture(model, leaves) as store, forward_hooks(
             (model.get_submodule(n), lambda m, i, o, n=n: order.append(n)) for n in leaves):
         with torch.no_grad():
-            model(example)
+            model(_on_model_device(model, example))
     return [{"name": n, "type": type(model.get_submodule(n)).__name__,
              "shape": tuple(store[n].shape[1:]), "neurons": store[n].shape[1]}
             for n in dict.fromkeys(order)]
+
+
+def _on_model_device(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``images`` on the device of ``model``'s parameters (or buffers); as given for a model with neither."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return images if tensor is None else images.to(tensor.device)

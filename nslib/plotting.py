@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["upsample", "plot_layer_sensitivity", "plot_sensitivity_distribution",
            "plot_ablation_curves", "plot_ablation_grid", "plot_feature_maps", "plot_examples", "plot_accuracy_vs_eps",
-           "plot_sensitivity_vs_robustness", "plot_sns_knobs"]
+           "plot_sensitivity_vs_robustness", "plot_sns_knobs", "grouped_bars", "plot_seed_metrics"]
 
 SENSITIVITY_LABEL = "layer sensitivity (mean |ΔF|, activation units)"
 NEURON_LABEL = "neuron sensitivity σ (mean |ΔF|, activation units)"
@@ -55,8 +55,37 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out if maps.dim() == 4 else out[0]
 
 
+def grouped_bars(values: Mapping[str, Mapping[str, float]], errors: Mapping[str, Mapping[str, float]] | None = None,
+                 *, ax=None, xlabel: str = "", ylabel: str = "", title: str = "", legend: str = "model") -> Figure:
+    """Grouped bars: one group per inner key, one bar per outer key, with optional error bars.
+
+    Args:
+        values (dict): ``{bar name: {group: height}}``; groups in order of appearance, a
+            group a bar lacks is left empty.
+        errors (dict, optional): the same shape: half-heights of the error bars (e.g. the
+            standard deviation over training seeds). Default: none.
+    """
+    if not values:
+        raise ValueError("values is empty; pass {bar name: {group: height}}.")
+    groups = list(dict.fromkeys(group for per_group in values.values() for group in per_group))
+    fig, ax = _figure(ax, figsize=(max(6.4, 1.1 * len(groups) * max(1, len(values) / 2)), 4.0))
+    width = 0.8 / len(values)
+    x = np.arange(len(groups))
+    colours = sns.color_palette("colorblind", len(values))
+    for i, (name, per_group) in enumerate(values.items()):
+        heights = [float(per_group.get(group, np.nan)) for group in groups]
+        yerr = None if errors is None else [float(errors.get(name, {}).get(group, 0.0)) for group in groups]
+        ax.bar(x - 0.4 + width * (i + 0.5), heights, width, yerr=yerr, capsize=3 if yerr else 0, label=name,
+               color=colours[i])
+    ax.set_xticks(x, groups, rotation=30 if len(groups) > 6 else 0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(title=legend)
+    return fig
+
+
 def plot_layer_sensitivity(results: Mapping[str, Mapping[str, float]], *, ax=None,
-                           title: str = "Layer sensitivity per model (E1)") -> Figure:
+                           title: str = "Layer sensitivity per model (E1)",
+                           errors: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
     """E1: grouped bars, one group per layer, one bar per model.
 
     Args:
@@ -65,20 +94,30 @@ def plot_layer_sensitivity(results: Mapping[str, Mapping[str, float]], *, ax=Non
             a layer a model lacks is left empty.
         ax (Axes, optional): draw here. Default: a new figure.
         title (str, optional): the title.
+        errors (dict, optional): ``{model name: {layer: std over seeds}}``, drawn as error bars.
     """
     if not results:
         raise ValueError("results is empty; pass {model name: {layer: sensitivity}}.")
-    layers = list(dict.fromkeys(layer for per_layer in results.values() for layer in per_layer))
-    fig, ax = _figure(ax, figsize=(max(6.4, 1.1 * len(layers) * max(1, len(results) / 2)), 4.0))
-    width = 0.8 / len(results)
-    x = np.arange(len(layers))
-    colours = sns.color_palette("colorblind", len(results))
-    for i, (model, per_layer) in enumerate(results.items()):
-        heights = [float(per_layer.get(layer, np.nan)) for layer in layers]
-        ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=model, color=colours[i])
-    ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
-    ax.set(xlabel="layer", ylabel=SENSITIVITY_LABEL, title=title)
-    ax.legend(title="model")
+    return grouped_bars(results, errors, ax=ax, xlabel="layer", ylabel=SENSITIVITY_LABEL, title=title)
+
+
+def plot_seed_metrics(summary: Sequence[Mapping], metrics: Mapping[str, str], *, ax=None,
+                      title: str = "Accuracy over training seeds (mean ± std)") -> Figure:
+    """E5: each model's accuracy under each attack, mean over training seeds with std error bars.
+
+    Args:
+        summary (list of dict): rows with ``model``, ``seeds`` and ``<metric>_mean`` /
+            ``<metric>_std`` (``nslib.experiments.models.seed_summary``).
+        metrics (dict): ``{metric key: label}``, e.g. ``{"pgd40_acc": "PGD-40"}``; a metric a
+            row lacks (None) is left empty.
+    """
+    values = {f"{r['model']} ({r['seeds']})": {label: r[f"{key}_mean"] for key, label in metrics.items()
+                                               if r.get(f"{key}_mean") is not None} for r in summary}
+    errors = {f"{r['model']} ({r['seeds']})": {label: r[f"{key}_std"] for key, label in metrics.items()
+                                               if r.get(f"{key}_std") is not None} for r in summary}
+    fig = grouped_bars(values, errors, ax=ax, xlabel="attack", ylabel="accuracy", title=title,
+                       legend="model (seeds)")
+    fig.axes[0].set_ylim(0, 1)
     return fig
 
 
@@ -238,7 +277,7 @@ def plot_feature_maps(benign_image: torch.Tensor, adversarial_image: torch.Tenso
         raise ValueError(f"neuron_indices must be a non-empty list in [0, {benign_maps.shape[0]}), "
                          f"got {neuron_indices}.")
     size = tuple(benign_image.shape[-2:])
-    maps = upsample(torch.stack([benign_maps[neuron_indices], adversarial_maps[neuron_indices]]), size)
+    maps = upsample(torch.stack([benign_maps[neuron_indices], adversarial_maps[neuron_indices]]), size).cpu()
     fig, axes = plt.subplots(2, 1 + len(neuron_indices), figsize=(2.3 * (1 + len(neuron_indices)), 5.0),
                              layout="constrained", squeeze=False)
     for row, (image, name) in enumerate(((benign_image, "benign x"), (adversarial_image, "adversarial x'"))):
@@ -351,18 +390,31 @@ def plot_sensitivity_vs_robustness(points: Sequence[Mapping], *, ax=None,
     return fig
 
 
+def _accuracy_line(ax, labels: list[str], chosen: Sequence[Mapping], key: str, **style) -> None:
+    """One knob panel's accuracy line in %; with std error bars when a setting has more than one seed."""
+    means = [100 * r[key] for r in chosen]
+    if any(r.get("seeds", 1) > 1 for r in chosen):
+        ax.errorbar(labels, means, yerr=[100 * r.get(f"{key}_std", 0.0) for r in chosen], capsize=3, **style)
+    else:
+        ax.plot(labels, means, **style)
+
+
 def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> Figure:
     """E7: SNS's clean and PGD-40 accuracy against each knob, one panel per knob.
 
     Panels: lambda (the ``"lambda"`` runs), k and the constrained layers (the ``"k"`` or
     ``"layers"`` runs plus the default setting ``lam0.01``; k = 0.1 is drawn as
-    "10%≤10" and placed at 10). A dashed line marks PGD-AT at the same budget.
+    "10%≤10" and placed at 10). A dashed line marks PGD-AT at the same budget. Where a
+    setting has more than one training seed, the accuracies are means with std error bars
+    and PGD-AT's std is a grey band.
 
     Args:
-        rows (list of dict): one per sweep run: ``name``, ``knob`` (``"lambda"``, ``"k"``
+        rows (list of dict): one per setting: ``name``, ``knob`` (``"lambda"``, ``"k"``
             or ``"layers"``), ``lam``, ``k``, ``layers`` (joined with ``+``),
-            ``clean_acc`` and ``pgd40_acc`` (fractions in [0, 1]), as in ``e7_sns_knobs.csv``.
-        base (dict): the lambda = 0 run (PGD-AT): its ``pgd40_acc``.
+            ``clean_acc`` and ``pgd40_acc`` (fractions in [0, 1], the means over seeds), and
+            optionally ``seeds`` (Default: 1), ``clean_acc_std`` and ``pgd40_acc_std``, as in
+            ``e7_sns_knobs.csv``.
+        base (dict): the lambda = 0 setting (PGD-AT): its ``pgd40_acc`` (and ``pgd40_acc_std``).
         budget (dict): the sweep's reduced budget (``nslib.sweep.BUDGET``), named in the title;
             its ``test_n`` (the evaluation's test images) labels the y axis.
     """
@@ -374,9 +426,12 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
             chosen = sorted(chosen, key=lambda r: {0.1: 10}.get(r["k"], r["k"]))
         labels = [{"lambda": f"{r['lam']:g}", "k": ("10%≤10" if r["k"] == 0.1 else f"{r['k']:g}"),
                    "layers": r["layers"]}[knob] for r in chosen]
-        ax.plot(labels, [100 * r["pgd40_acc"] for r in chosen], marker="o", label="PGD-40 accuracy")
-        ax.plot(labels, [100 * r["clean_acc"] for r in chosen], marker="s", label="clean accuracy")
+        _accuracy_line(ax, labels, chosen, "pgd40_acc", marker="o", label="PGD-40 accuracy")
+        _accuracy_line(ax, labels, chosen, "clean_acc", marker="s", label="clean accuracy")
         ax.axhline(100 * base["pgd40_acc"], color="gray", linestyle="--", label="PGD-AT, same budget")
+        if base.get("seeds", 1) > 1:
+            spread = 100 * base.get("pgd40_acc_std", 0.0)
+            ax.axhspan(100 * base["pgd40_acc"] - spread, 100 * base["pgd40_acc"] + spread, color="gray", alpha=0.2)
         ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
         ax.tick_params(axis="x", rotation=30)
     axes[0].set_ylabel(f"accuracy on {budget.get('test_n', '?')} test images (%)")

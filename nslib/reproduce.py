@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import torch
 
 from . import __version__, data
 from .checkpoints import atomic_write_text
@@ -34,7 +35,7 @@ from .experiments import (ablation, attacks, feature_maps, models, robustness, s
                           sensitivity_vs_robustness, sns_knobs)
 from .experiments.context import Context, Result
 from .experiments.models import retrain_settings
-from .utils import seed_everything
+from .utils import default_device, seed_everything
 
 __all__ = ["reproduce", "STEPS", "Context", "retrain_settings", "source_hash", "library_versions", "write_report"]
 
@@ -133,6 +134,8 @@ def step_key(ctx: Context, name: str, code: str) -> str:
     """What a step's outputs depend on: its settings, the files it read, the code (``code``) and the
     versions of torch and numpy."""
     settings = {"format": STAMP_FORMAT, "step": name, "quick": ctx.quick, "seed": ctx.seed, "n": ctx.n,
+                "device": ctx.device.type,
+                "seeds": ctx.seeds, "autoattack": ctx.autoattack,
                 "version": __version__, "code": code, "libraries": library_versions(),
                 "checkpoints": file_hashes(ctx.used_checkpoints),
                 "data": file_hashes(ctx.used_data)}
@@ -172,7 +175,8 @@ def run_step(ctx: Context, name: str, code: str) -> None:
 
 
 def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: list[str] | None = None,
-              force: bool = False, seed: int = 0, n: int | None = None, progress: bool = True) -> Path:
+              force: bool = False, seed: int = 0, n: int | None = None, progress: bool = True,
+              device=None, seeds: int = 3, autoattack: str | None = None) -> Path:
     """Run the steps (all by default), skipping those that are up to date; write REPORT.md.
 
     Args:
@@ -183,6 +187,12 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
         force (bool, optional): rerun steps even when up to date. Default: ``False``.
         seed (int, optional): the one seed. Default: ``0``.
         n (int, optional): test images of the attack-based steps. Default: 200 quick, 1000 full.
+        device (str or torch.device, optional): where models train and run, e.g. ``"cuda"``.
+            Default: ``nslib.utils.default_device()`` (``NSLIB_DEVICE``, else cuda if available).
+        seeds (int, optional): training seeds per recipe: the shipped ones in quick mode (at
+            most 3), retrained ones in full mode. Default: ``3``.
+        autoattack (str, optional): ``"standard"`` or ``"quick"`` (``nslib.autoattack``).
+            Default: ``"quick"`` in quick mode, ``"standard"`` in full mode.
 
     Returns:
         Path: ``out/REPORT.md``.
@@ -195,9 +205,12 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
         raise ValueError(f"unknown steps {unknown}; choose from {list(STEPS)}.")
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"n (test images) must be a positive int, got {n!r}.")
+    device = default_device() if device is None else torch.device(device)
+    new_context = partial(Context, out, quick=quick, seed=seed, progress=progress, n_images=n, device=device,
+                          seeds=seeds, autoattack=autoattack)
+    new_context()  # checks seeds and autoattack before anything is written
     (out / ".stamps").mkdir(parents=True, exist_ok=True)
     code = source_hash()
-    new_context = partial(Context, out, quick=quick, seed=seed, progress=progress, n_images=n)
     for i, name in enumerate(names, start=1):
         title = STEPS[name][1]
         if not force and up_to_date(new_context(), name, code, _read_stamp(out / ".stamps" / f"{name}.json")):

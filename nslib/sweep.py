@@ -2,9 +2,12 @@
 
 One SNS model per setting, trained at a reduced budget (ours: the first 2,000 mnist5k
 training images, 10 epochs, PGD-10 with eps ramped 0 -> 0.3 over 4 epochs, Adam 1e-3,
-batch 100, seed 0) and evaluated on the first 500 test images (clean; PGD-40, eps 0.3,
-step 0.01, random start; layer sensitivity under that attack). ``lambda = 0`` is PGD-AT
-at the same budget, the baseline every setting is judged by.
+batch 100, training seed 0 unless another is asked for) and evaluated on the first 500
+test images (clean; PGD-40, eps 0.3, step 0.01, random start seeded with 0; layer
+sensitivity under that attack). ``lambda = 0`` is PGD-AT at the same budget, the baseline
+every setting is judged by. A setting trained with several seeds has one record per seed,
+so E7 can report the mean and spread between training runs; a record without a ``seed``
+key (the first recorded sweep) is seed 0.
 
 ``scripts/sns_sweep.py`` runs it (two at a time) into ``data/sweeps/sns_sweep.json``,
 which the course ships; ``python -m nslib reproduce --full`` runs it again into its
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from .checkpoints import atomic_write_text
 
-__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep"]
+__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep", "record_seed", "run_name"]
 
 #: The settings every run shares unless it changes one of them.
 DEFAULT = {"lam": 0.01, "k": 0.1, "layers": ["conv3", "conv4", "fc1"]}
@@ -34,14 +37,31 @@ SETTINGS = (
 )
 
 
-def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
-                device=None, threads: int | None = None) -> dict:
-    """Train and evaluate one setting into ``runs_dir/name`` (resumable); return its record.
+def record_seed(record: dict) -> int:
+    """The training seed of a sweep record; a record without one (the first recorded sweep) is seed 0."""
+    return record.get("seed", 0)
 
-    The record holds the setting, ``clean_acc``, ``pgd40_acc`` and the layer sensitivity
-    (Eq. of ``nslib.sensitivity.layer_sensitivity``) of the constrained layers under PGD-40.
-    The budget's seed sets everything, the initial weights included, so a setting gives
-    the same record whichever process runs it and whatever ran before it.
+
+def run_name(name: str, seed: int = 0) -> str:
+    """The run folder of a setting's training seed: ``"lam0.01"`` for seed 0, ``"lam0.01_seed1"``..."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a training seed is an int >= 0, got {seed!r}.")
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
+                device=None, threads: int | None = None, seed: int = 0) -> dict:
+    """Train and evaluate one setting with training ``seed`` into ``runs_dir/run_name(name, seed)``
+    (resumable); return its record.
+
+    The record holds the setting, its ``seed``, ``clean_acc``, ``pgd40_acc`` and the layer
+    sensitivity (Eq. of ``nslib.sensitivity.layer_sensitivity``) of the constrained layers
+    under PGD-40. ``BUDGET`` with its seed replaced by ``seed`` sets the training, the
+    initial weights included, so a (setting, seed) gives the same record whichever process
+    runs it and whatever ran before it; the evaluation's attack is seeded with 0 for every seed.
+
+    Args:
+        seed (int, optional): the training seed. Default: ``0`` (``BUDGET["seed"]``).
     """
     import torch
 
@@ -54,17 +74,18 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     from .training import SETTINGS, TrainConfig, train
     from .utils import default_device, seed_everything
 
+    folder = Path(runs_dir) / run_name(name, seed)  # checks seed
     device = torch.device(device) if device is not None else default_device()
     settings = {**DEFAULT, **change}
     recipe = "pgd_at" if settings["lam"] == 0 else "sns"
     options = {} if recipe == "pgd_at" else settings
-    budget = {k: v for k, v in BUDGET.items() if k in SETTINGS}  # not train_n, test_n: the sweep's own
+    budget = {k: v for k, v in {**BUDGET, "seed": seed}.items() if k in SETTINGS}  # not train_n, test_n
     config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": BUDGET["epochs"], **options})
-    seed_everything(BUDGET["seed"])  # the initial weights too, as `python -m nslib train` does
+    seed_everything(seed)  # the initial weights too, as `python -m nslib train` does
     model = models.build("smallcnn", dataset="mnist5k")
     start = time.time()
     train(model, data.load("mnist5k", "train", limit=BUDGET["train_n"]), config=config,
-          out=Path(runs_dir) / name, progress=False, device=device)
+          out=folder, progress=False, device=device)
     seconds = time.time() - start
     model.eval()
     x, y = data.load("mnist5k", "test").tensors(BUDGET["test_n"])
@@ -72,16 +93,20 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     torch.manual_seed(0)
     x_adv = pgd(model, x, y, eps=0.3, alpha=0.01, steps=40)
     sens = layer_sensitivity(neuron_sensitivity(model, x, x_adv, DEFAULT["layers"]))
-    return {"name": name, "knob": knob, "recipe": recipe, **settings,
+    return {"name": name, "seed": seed, "knob": knob, "recipe": recipe, **settings,
             "clean_acc": accuracy(model, x, y), "pgd40_acc": accuracy(model, x_adv, y),
             "sensitivity": {k: round(v, 4) for k, v in sens.items()}, "train_seconds": round(seconds)}
 
 
 def write_sweep(records: list[dict], path: str | os.PathLike) -> Path:
-    """Merge ``records`` into the sweep file at ``path`` (kept in ``SETTINGS`` order)."""
+    """Merge ``records`` into the sweep file at ``path``: one record per (name, seed), a new one
+    replacing the old (a missing ``seed`` reads as 0, ``record_seed``); kept in ``SETTINGS``
+    order, then by seed. The file's ``budget`` is ``BUDGET`` (its ``seed`` is seed 0's; each
+    record carries its own)."""
     path = Path(path)
     previous = json.loads(path.read_text())["runs"] if path.exists() else []
-    merged = {r["name"]: r for r in previous + records}
+    merged = {(r["name"], record_seed(r)): r for r in previous + records}
+    order = {name: i for i, (_, name, _) in enumerate(SETTINGS)}
+    known = sorted((key for key in merged if key[0] in order), key=lambda key: (order[key[0]], key[1]))
     return atomic_write_text(path, json.dumps({"budget": BUDGET, "default": DEFAULT,
-                                               "runs": [merged[n] for _, n, _ in SETTINGS if n in merged]},
-                                              indent=1) + "\n")
+                                               "runs": [merged[key] for key in known]}, indent=1) + "\n")

@@ -266,7 +266,8 @@ def _non_finite_error(loss: torch.Tensor, config: TrainConfig, epoch: int, step:
 def _evaluate_forked(net: nn.Module, eval_xy: tuple, config: TrainConfig, device: torch.device,
                      layers: list[str]) -> dict:
     """:func:`evaluate_epoch` under a forked RNG seeded ``seed + 12345``: evaluation leaves training's RNG alone."""
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = ([torch.cuda.current_device() if device.index is None else device.index]  # "cuda" is the current GPU
+               if device.type == "cuda" else [])
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed + 12345)
         return evaluate_epoch(net, *eval_xy, eps=config.eps, steps=config.eval_steps, layers=layers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,10 +18,12 @@ __all__ = [
     "default_device",
     "eval_mode",
     "check_images",
+    "start_range_check",
     "check_labels",
     "check_eps",
     "model_device",
     "default_eps",
+    "default_l2_eps",
     "pgd_step",
     "env_flag",
     "quick_mode",
@@ -102,6 +104,19 @@ def default_eps(channels: int) -> float:
     return 0.3 if channels == 1 else 8 / 255
 
 
+def default_l2_eps(channels: int) -> float:
+    """The standard L2 radius of a data set by its colour channels.
+
+    ``2.0`` for 1-channel 28x28 images (MNIST; Madry et al. 2018, Croce & Hein 2020 use 2
+    and 1.5), ``0.5`` for colour images (CIFAR-10, RobustBench's L2 threat model).
+
+    Example:
+        >>> default_l2_eps(1), default_l2_eps(3)
+        (2.0, 0.5)
+    """
+    return 2.0 if channels == 1 else 0.5
+
+
 def pgd_step(eps: float, steps: int) -> float:
     """Madry et al.'s PGD step size ``alpha = 2.5 * eps / steps``.
 
@@ -127,8 +142,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def check_images(images: torch.Tensor, name: str = "images") -> None:
+def check_images(images: torch.Tensor, name: str = "images", *, values: bool = True) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``images`` is a float batch in [0, 1].
+
+    Args:
+        values (bool, optional): also check that the values lie in [0, 1] (this reads the
+            whole tensor; see :func:`start_range_check`). Default: ``True``.
 
     Shape: ``(N, C, H, W)`` or any ``(N, ...)`` with at least 2 dimensions.
     """
@@ -144,10 +163,50 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
             f"{name} must be a batch with the batch along dim 0, e.g. (N, C, H, W); "
             f"got shape {tuple(images.shape)}. Add a batch dimension with images.unsqueeze(0)."
         )
-    if images.numel() and (images.min() < 0 or images.max() > 1):
+    if values:
+        start_range_check(images, name)()
+
+
+def start_range_check(images: torch.Tensor, name: str = "images") -> Callable[[], None]:
+    """Start checking that ``images`` lie in [0, 1]; the returned function gives the verdict.
+
+    The verdict raises ``ValueError`` for a value outside [0, 1] (NaN passes, as before).
+    On the CPU the check is done at once. On CUDA one ``aminmax`` is queued and its two
+    numbers are copied to the host without waiting: only the verdict waits for them. An
+    attack asks for it after queuing its own work, so the check never stalls the device
+    (``images.min() < 0`` makes the CPU wait for everything the GPU has queued, every call).
+
+    Example:
+        >>> verdict = start_range_check(torch.rand(2, 1, 4, 4))
+        >>> verdict()  # raises ValueError for values outside [0, 1]
+    """
+    if not images.numel():
+        return _no_error
+    low_high = torch.stack(torch.aminmax(images.detach()))
+    if images.device.type != "cuda":
+        _raise_out_of_range(low_high.tolist(), name)
+        return _no_error
+    low_high = low_high.to("cpu", non_blocking=True)  # into pinned memory, without a sync
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(images.device))
+
+    def verdict() -> None:
+        copied.synchronize()
+        _raise_out_of_range(low_high.tolist(), name)
+
+    return verdict
+
+
+def _no_error() -> None:
+    return None
+
+
+def _raise_out_of_range(low_high: list[float], name: str) -> None:
+    low, high = low_high
+    if low < 0 or high > 1:
         raise ValueError(
             f"{name} must lie in [0, 1] (pixel space; the model owns its normalisation), "
-            f"got values in [{images.min().item():.3g}, {images.max().item():.3g}]. "
+            f"got values in [{low:.3g}, {high:.3g}]. "
             "Pass un-normalised images, e.g. torchvision's ToTensor() output."
         )
 

@@ -4,6 +4,12 @@
     python scripts/train_shipped.py                     # all four: standard, pgd_at, trades, sns
     python scripts/train_shipped.py mnist_pgd_at        # just one
     NSLIB_THREADS=2 python scripts/train_shipped.py     # two CPU threads per run (default: one)
+    python scripts/train_shipped.py --seed 1 --no-manifest   # another seed: mnist_<recipe>_seed1.pt
+
+Seed 0 is the course's shipped model (``mnist_pgd_at``); seed s > 0 is saved as
+``mnist_pgd_at_seed<s>.pt``, the same recipe with only its ``seed`` changed (initial
+weights, batch order, PGD random starts). E1, E5, E6 and E7 report the mean and standard
+deviation over the shipped seeds (``nslib.experiments.context.SHIPPED_SEEDS``).
 
 Each model trains from its recipe in nslib.experiments.models.SHIPPED_RECIPES (the one
 place the four recipes are written) on the embedded mnist5k train split into
@@ -25,7 +31,7 @@ from pathlib import Path
 import torch
 
 from nslib.checkpoints import CHECKPOINT_DIR, read_checkpoint, update_manifest
-from nslib.experiments.models import SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES, retrain
+from nslib.experiments.models import SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES, reevaluate, retrain, seed_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +45,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR,
                         help="where the checkpoints and manifest.json go. Default: data/checkpoints")
     parser.add_argument("--n", type=int, default=1000, help="test images of the metrics. Default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the recipe's seed; s > 0 saves <name>_seed<s>.pt. Default: %(default)s")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="do not train: recompute the metrics of the existing checkpoints and save them again")
+    parser.add_argument("--autoattack", choices=("quick", "standard"), default="quick",
+                        help="AutoAttack version of the metrics ('quick': our CPU subset). Default: %(default)s")
+    parser.add_argument("--no-manifest", action="store_true",
+                        help="do not update manifest.json (several runs at once; update it afterwards)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in SHIPPED_RECIPES]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {' '.join(SHIPPED_RECIPES)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     args.names = args.names or list(SHIPPED_RECIPES)
     return args
 
@@ -50,14 +66,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("NSLIB_THREADS") or 1))
-    for name in args.names:
-        print(f"== {name}: {SHIPPED_RECIPES[name]}", flush=True)
+    for base in args.names:
+        name = seed_name(base, args.seed)
+        if args.metrics_only:
+            path = args.checkpoints / f"{name}.pt"
+            print(json.dumps({"name": name, **reevaluate(path, n=args.n, autoattack=args.autoattack)}), flush=True)
+            if not args.no_manifest:
+                update_manifest(name, path, args.checkpoints)
+            continue
+        recipe = {**SHIPPED_RECIPES[base], "seed": args.seed}
+        print(f"== {name}: {recipe}", flush=True)
+        command = f"python scripts/train_shipped.py {base}" + (f" --seed {args.seed}" if args.seed else "")
         path = retrain(name, args.runs / name, args.checkpoints / f"{name}.pt",
-                       {"arch": SHIPPED_ARCH, "dataset": SHIPPED_DATASET, **SHIPPED_RECIPES[name]},
-                       progress=False, n=args.n, seed=0, command=f"python scripts/train_shipped.py {name}")
-        update_manifest(name, path, args.checkpoints)
+                       {"arch": SHIPPED_ARCH, "dataset": SHIPPED_DATASET, **recipe},
+                       progress=False, n=args.n, seed=0, command=command, autoattack=args.autoattack)
+        if not args.no_manifest:
+            update_manifest(name, path, args.checkpoints)
         info = read_checkpoint(path)
-        print(json.dumps({"name": name, **info["metrics"]}))
+        print(json.dumps({"name": name, **info["metrics"]}), flush=True)
         with open(args.runs / "summary.jsonl", "a") as fh:
             fh.write(json.dumps({"name": name, "recipe": info["recipe"], **info["metrics"]}) + "\n")
 

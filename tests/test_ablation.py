@@ -12,7 +12,7 @@ from nslib.ablation import (ablation_sweep, deactivate, neuron_means, select_neu
 from nslib.hooks import capture
 
 
-def conv_net(dtype=torch.float64) -> nn.Sequential:
+def conv_net(dtype=torch.float64, device="cpu") -> nn.Sequential:
     """A tiny random CNN: (N, 1, 6, 6) -> 3 classes; conv1 has 4 channels, fc1 5 units."""
     torch.manual_seed(0)
     net = nn.Sequential(OrderedDict([
@@ -22,11 +22,11 @@ def conv_net(dtype=torch.float64) -> nn.Sequential:
         ("fc1", nn.Linear(3 * 2 * 2, 5)), ("relu3", nn.ReLU()),
         ("fc2", nn.Linear(5, 3)),
     ]))
-    return net.to(dtype).eval()
+    return net.to(dtype).to(device).eval()  # made on the CPU: the same weights on every device
 
 
-def images(n=4, seed=1, dtype=torch.float64) -> torch.Tensor:
-    return torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+def images(n=4, seed=1, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    return torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
 
 
 def no_hooks(model: nn.Module) -> bool:
@@ -36,9 +36,9 @@ def no_hooks(model: nn.Module) -> bool:
 # --- deactivate -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [0, 2])
-def test_deactivate_equals_captum_layer_feature_ablation(target):
-    model, x = conv_net(), images()
-    mask = torch.arange(4).view(1, 4, 1, 1)  # one group per channel of conv1
+def test_deactivate_equals_captum_layer_feature_ablation(target, device):
+    model, x = conv_net(device=device), images(device=device)
+    mask = torch.arange(4, device=device).view(1, 4, 1, 1)  # one group per channel of conv1
     attr = LayerFeatureAblation(model, model.conv1).attribute(x, target=target, layer_mask=mask)
     assert attr.shape == (4, 4, 4, 4)  # (N, C, H, W) of conv1's output
     with torch.no_grad():
@@ -51,13 +51,13 @@ def test_deactivate_equals_captum_layer_feature_ablation(target):
     assert no_hooks(model)
 
 
-def test_deactivate_mean_equals_captum_with_mean_baseline():
-    model, x, base = conv_net(), images(), images(n=7, seed=5)
+def test_deactivate_mean_equals_captum_with_mean_baseline(device):
+    model, x, base = conv_net(device=device), images(device=device), images(n=7, seed=5, device=device)
     means = neuron_means(model, base, "conv1")["conv1"]
     with torch.no_grad():
         reference = model.conv1(base).mean(dim=(0, 2, 3))  # batch and spatial positions
     torch.testing.assert_close(means, reference, rtol=0, atol=1e-12)
-    mask = torch.arange(4).view(1, 4, 1, 1)
+    mask = torch.arange(4, device=device).view(1, 4, 1, 1)
     attr = LayerFeatureAblation(model, model.conv1).attribute(
         x, target=1, layer_mask=mask, layer_baselines=means.view(1, 4, 1, 1))
     with torch.no_grad():
@@ -68,8 +68,8 @@ def test_deactivate_mean_equals_captum_with_mean_baseline():
             torch.testing.assert_close(attr[:, c, 0, 0], original - ablated, rtol=0, atol=1e-12)
 
 
-def test_deactivate_zeros_exactly_the_chosen_channels_and_what_capture_sees():
-    model, x = conv_net(), images()
+def test_deactivate_zeros_exactly_the_chosen_channels_and_what_capture_sees(device):
+    model, x = conv_net(device=device), images(device=device)
     with torch.no_grad():
         original = model.conv1(x)
         with capture(model, ["conv1"]) as outer:  # registered before the ablation hook
@@ -78,31 +78,31 @@ def test_deactivate_zeros_exactly_the_chosen_channels_and_what_capture_sees():
                     model(x)
     # the inner capture sees the replaced output: channels 1 and 3 zero, the rest untouched
     assert inner["conv1"].shape == original.shape
-    assert torch.equal(inner["conv1"][:, [1, 3]], torch.zeros(4, 2, 4, 4, dtype=x.dtype))
+    assert torch.equal(inner["conv1"][:, [1, 3]], torch.zeros(4, 2, 4, 4, dtype=x.dtype, device=device))
     assert torch.equal(inner["conv1"][:, [0, 2]], original[:, [0, 2]])
-    keep = torch.tensor([1.0, 0, 1, 0], dtype=x.dtype).view(1, 4, 1, 1)
+    keep = torch.tensor([1.0, 0, 1, 0], dtype=x.dtype, device=device).view(1, 4, 1, 1)
     assert torch.equal(inner["relu1"], original.clamp(min=0) * keep)
     # the outer capture's hook ran first, so it saw the layer's own output
     assert torch.equal(outer["conv1"], original)
     assert no_hooks(model)
 
 
-def test_deactivate_constant_on_a_linear_layer_and_empty_selection():
-    model, x = conv_net(), images()
+def test_deactivate_constant_on_a_linear_layer_and_empty_selection(device):
+    model, x = conv_net(device=device), images(device=device)
     with capture(model, ["fc1"]) as plain, torch.no_grad():
         model(x)
     with deactivate(model, {"fc1": [4, 0]}, value=2.5):
         with capture(model, ["fc1"]) as seen, torch.no_grad():
             model(x)
-    assert torch.equal(seen["fc1"][:, [0, 4]], torch.full((4, 2), 2.5, dtype=x.dtype))
+    assert torch.equal(seen["fc1"][:, [0, 4]], torch.full((4, 2), 2.5, dtype=x.dtype, device=device))
     assert torch.equal(seen["fc1"][:, 1:4], plain["fc1"][:, 1:4])
     with deactivate(model, {"fc1": []}), torch.no_grad():
         assert torch.equal(model(x), model.fc2(model.relu3(plain["fc1"])))
 
 
-def test_deactivate_matches_zeroed_weights_in_value_and_gradient():
+def test_deactivate_matches_zeroed_weights_in_value_and_gradient(device):
     """Zeroing channel c of conv1 == zeroing its filter and bias (an independent reference)."""
-    model, reference, x = conv_net(), conv_net(), images()
+    model, reference, x = conv_net(device=device), conv_net(device=device), images(device=device)
     with torch.no_grad():
         reference.conv1.weight[[0, 2]] = 0
         reference.conv1.bias[[0, 2]] = 0
@@ -121,8 +121,8 @@ def test_deactivate_matches_zeroed_weights_in_value_and_gradient():
     assert torch.equal(x3.grad, torch.zeros_like(x))
 
 
-def test_bad_arguments_raise_clear_errors():
-    model, x = conv_net(), images()
+def test_bad_arguments_raise_clear_errors(device):
+    model, x = conv_net(device=device), images(device=device)
     with pytest.raises(ValueError, match="conv1"):  # unknown layer lists the valid names
         with deactivate(model, {"conv9": [0]}):
             pass
@@ -144,8 +144,8 @@ def test_bad_arguments_raise_clear_errors():
     assert no_hooks(model)
 
 
-def test_hooks_removed_after_an_exception():
-    model, x = conv_net(), images()
+def test_hooks_removed_after_an_exception(device):
+    model, x = conv_net(device=device), images(device=device)
     with torch.no_grad():
         expected = model(x)
     for manager in (lambda: deactivate(model, {"conv1": [0], "fc1": [1]}),
@@ -164,16 +164,16 @@ def test_hooks_removed_after_an_exception():
 
 # --- stabilise --------------------------------------------------------------------------------
 
-def test_stabilise_with_benign_equal_adversarial_changes_nothing():
-    model, x = conv_net(), images()
+def test_stabilise_with_benign_equal_adversarial_changes_nothing(device):
+    model, x = conv_net(device=device), images(device=device)
     with torch.no_grad():
         expected = model(x)
         with stabilise(model, {"conv1": [0, 2], "fc1": [1, 3]}, x):
             assert torch.equal(model(x), expected)
 
 
-def test_stabilise_all_neurons_gives_the_benign_output_exactly():
-    model, x, x_adv = conv_net(), images(seed=1), images(seed=2)
+def test_stabilise_all_neurons_gives_the_benign_output_exactly(device):
+    model, x, x_adv = conv_net(device=device), images(seed=1, device=device), images(seed=2, device=device)
     with torch.no_grad():
         benign, adversarial = model(x), model(x_adv)
         assert not torch.allclose(benign, adversarial)
@@ -181,8 +181,8 @@ def test_stabilise_all_neurons_gives_the_benign_output_exactly():
             torch.testing.assert_close(model(x_adv), benign, rtol=0, atol=0)
 
 
-def test_stabilise_replaces_only_the_chosen_neurons_with_paired_benign_outputs():
-    model, x, x_adv = conv_net(), images(seed=1), images(seed=2)
+def test_stabilise_replaces_only_the_chosen_neurons_with_paired_benign_outputs(device):
+    model, x, x_adv = conv_net(device=device), images(seed=1, device=device), images(seed=2, device=device)
     with torch.no_grad():
         clean = {"conv1": model.conv1(x), "adv": model.conv1(x_adv)}
         with stabilise(model, {"conv1": [2]}, x), capture(model, ["conv1"]) as seen:
@@ -191,9 +191,9 @@ def test_stabilise_replaces_only_the_chosen_neurons_with_paired_benign_outputs()
     assert torch.equal(seen["conv1"][:, [0, 1, 3]], clean["adv"][:, [0, 1, 3]])
 
 
-def test_stabilise_records_every_layer_in_one_clean_pass():
+def test_stabilise_records_every_layer_in_one_clean_pass(device):
     """The benign outputs of a later layer are recorded without the earlier layer's patch."""
-    model, x, x_adv = conv_net(), images(seed=1), images(seed=2)
+    model, x, x_adv = conv_net(device=device), images(seed=1, device=device), images(seed=2, device=device)
     with torch.no_grad(), capture(model, ["fc1"]) as plain:
         model(x)
     with torch.no_grad(), stabilise(model, {"conv1": [0], "fc1": [0, 1, 2, 3, 4]}, x):
@@ -202,12 +202,12 @@ def test_stabilise_records_every_layer_in_one_clean_pass():
     assert torch.equal(seen["fc1"], plain["fc1"])
 
 
-def test_stabilise_computes_benign_outputs_in_eval_mode_and_restores_the_mode():
+def test_stabilise_computes_benign_outputs_in_eval_mode_and_restores_the_mode(device):
     torch.manual_seed(0)
     model = nn.Sequential(OrderedDict([("conv", nn.Conv2d(1, 2, 3)), ("bn", nn.BatchNorm2d(2)),
-                                       ("flatten", nn.Flatten()), ("fc", nn.Linear(2 * 4 * 4, 3))]))
+                                       ("flatten", nn.Flatten()), ("fc", nn.Linear(2 * 4 * 4, 3))])).to(device)
     model.bn.running_mean.fill_(0.5)
-    x, x_adv = images(seed=1, dtype=torch.float32), images(seed=2, dtype=torch.float32)
+    x, x_adv = (images(seed=s, dtype=torch.float32, device=device) for s in (1, 2))
     model.train()
     model.fc.eval()  # a mixed setting must come back as it was
     stats = model.bn.running_mean.clone()
@@ -241,7 +241,7 @@ def test_select_neurons_top_bottom_random():
         select_neurons(scores, 1, "middle")
 
 
-def toy_problem():
+def toy_problem(device="cpu"):
     """8 hidden units; unit 0 is the attack's lever, the others barely matter.
 
     Inputs are 8 "pixels", ``hidden = identity(x)``; logits ``z0 = 0.5 + 0.01 * sum(h[1:])``,
@@ -266,12 +266,13 @@ def toy_problem():
     adversarial[:, 0] = 1.0
     labels = torch.zeros(6, dtype=torch.long)
     sensitivity = (adversarial - benign).abs().mean(dim=0)  # sigma of each hidden unit
-    return model, benign, adversarial, labels, {"hidden": sensitivity}
+    return (model.to(device), benign.to(device), adversarial.to(device), labels.to(device),
+            {"hidden": sensitivity.to(device)})
 
 
 @pytest.mark.parametrize("mode", ["stabilise", "deactivate"])
-def test_sweep_top_k_beats_random_and_bottom_on_a_constructed_example(mode):
-    model, x, x_adv, y, sigma = toy_problem()
+def test_sweep_top_k_beats_random_and_bottom_on_a_constructed_example(mode, device):
+    model, x, x_adv, y, sigma = toy_problem(device)
     assert select_neurons(sigma["hidden"], 1).tolist() == [0]
     model.train()
     records = ablation_sweep(model, x, x_adv, y, sigma, "hidden", [0, 1, 4, 8], mode=mode,
@@ -304,8 +305,8 @@ def test_sweep_top_k_beats_random_and_bottom_on_a_constructed_example(mode):
     assert summary[("random", 4)]["accuracy_mean"] == pytest.approx(expected)
 
 
-def test_sweep_all_neurons_stabilised_gives_benign_accuracy_and_batches_agree():
-    model, x, x_adv, y, sigma = toy_problem()
+def test_sweep_all_neurons_stabilised_gives_benign_accuracy_and_batches_agree(device):
+    model, x, x_adv, y, sigma = toy_problem(device)
     one = ablation_sweep(model, x, x_adv, y, sigma["hidden"], "hidden", [8], selections=("top",))
     many = ablation_sweep(model, x, x_adv, y, sigma, "hidden", [8], selections=("top",), batch_size=1)
     benign_acc = (model(x).argmax(1) == y).double().mean().item()
@@ -313,8 +314,8 @@ def test_sweep_all_neurons_stabilised_gives_benign_accuracy_and_batches_agree():
     assert one == many
 
 
-def test_sweep_deactivate_mean_and_bad_arguments():
-    model, x, x_adv, y, sigma = toy_problem()
+def test_sweep_deactivate_mean_and_bad_arguments(device):
+    model, x, x_adv, y, sigma = toy_problem(device)
     records = ablation_sweep(model, x, x_adv, y, sigma, "hidden", [1], mode="deactivate",
                              value="mean", selections=("top",))
     # the mean of unit 0 over benign data is 1/6: z1 = 1/3 < 0.5 + small, so all become correct

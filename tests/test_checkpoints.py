@@ -25,6 +25,17 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path, model):
     assert not loaded.training
 
 
+def test_map_location_puts_a_built_model_on_the_device(tmp_path, model, device):
+    path = ckpt.save_checkpoint(tmp_path / "m.pt", model.to(device))
+    assert all(v.device.type == "cpu" for v in ckpt.read_checkpoint(path)["state_dict"].values())  # saved on the CPU
+    loaded, _ = ckpt.load_checkpoint(path, map_location=device)
+    assert {p.device.type for p in loaded.parameters()} | {b.device.type for b in loaded.buffers()} == {device.type}
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    mine = build("smallcnn", dataset="mnist5k")  # a model you pass stays where it is
+    ckpt.load_checkpoint(path, mine, map_location=device)
+    assert mine.fc3.weight.device.type == "cpu" and torch.equal(mine.fc3.weight, model.fc3.weight.cpu())
+
+
 def test_loads_with_weights_only(tmp_path, model, monkeypatch):
     seen = {}
     real_load = torch.load
@@ -90,12 +101,12 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["state.pt"]  # no temporary file left behind
 
 
-def test_manifest_by_name_checks_the_hash(tmp_path, model):
+def test_manifest_by_name_checks_the_hash(tmp_path, model, device):
     path = ckpt.save_checkpoint(tmp_path / "net.pt", model)
     ckpt.update_manifest("tiny", path, directory=tmp_path)
     assert ckpt.pretrained_names(tmp_path) == ["tiny"]
-    loaded, info = ckpt.load_pretrained("tiny", directory=tmp_path)
-    assert info["arch"] == "smallcnn"
+    loaded, info = ckpt.load_pretrained("tiny", directory=tmp_path, map_location=device)
+    assert info["arch"] == "smallcnn" and loaded.fc3.weight.device.type == device.type
     with pytest.raises(ValueError, match="unknown checkpoint 'nope'.*tiny"):
         ckpt.load_pretrained("nope", directory=tmp_path)
     with open(path, "ab") as fh:

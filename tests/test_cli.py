@@ -42,16 +42,22 @@ def test_train_arguments_reach_the_recipe():
     assert build_parser().parse_args(["train", "--k", "0.2", "--out", "x"]).k == 0.2
 
 
-def test_train_then_evaluate(tmp_path, capsys):
+def test_every_command_that_computes_takes_a_device():
+    for argv in (["train", "--out", "x"], ["evaluate", "m"], ["reproduce"]):
+        assert build_parser().parse_args([*argv, "--device", "cuda:1"]).device == "cuda:1"
+        assert build_parser().parse_args(argv).device is None  # then NSLIB_DEVICE, else cuda if available
+
+
+def test_train_then_evaluate(tmp_path, capsys, device):
     out = tmp_path / "run"
-    assert main(["train", "--recipe", "standard", "--epochs", "1", "--limit", "300",
+    assert main(["train", "--recipe", "standard", "--epochs", "1", "--limit", "300", "--device", str(device),
                  "--eval-n", "50", "--eval-steps", "2", "--no-progress", "--out", str(out)]) == 0
     model, info = load_checkpoint(out / "model.pt")
     assert info["recipe"]["recipe"] == "standard" and info["recipe"]["epochs"] == 1
     assert 0 <= info["metrics"]["clean_acc"] <= 1
     capsys.readouterr()
     csv_path = tmp_path / "table.csv"
-    assert main(["evaluate", str(out), "--n", "50", "--attacks", "clean", "fgsm", "pgd10",
+    assert main(["evaluate", str(out), "--n", "50", "--attacks", "clean", "fgsm", "pgd10", "--device", str(device),
                  "--csv", str(csv_path), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].split() == ["model", "clean", "fgsm", "pgd10"]
@@ -63,6 +69,7 @@ def test_train_then_evaluate(tmp_path, capsys):
 
 
 def test_train_under_torchrun_with_two_cpu_processes(tmp_path):
+    # CPU on purpose (gloo, whatever the test device): two CUDA processes would need two GPUs.
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip(f"no torchrun next to {sys.executable}")

@@ -28,6 +28,8 @@ def _fails(argv, capsys) -> str:
     (["evaluate", "mnist_standard", "--data", "mnits"], "unknown data set 'mnits'; choose one of"),
     (["evaluate", "mnist_standard", "--attacks", "pgd7"], "unknown attacks ['pgd7'] at eps 0.3; choose from clean,"),
     (["train", "--data", "mnits", "--out", "unused"], "unknown data set 'mnits'"),
+    (["reproduce", "--seeds", "4"], "quick mode uses the shipped seeds, and 3 are shipped; got seeds=4. Use --seeds 3"),
+    (["reproduce", "--seeds", "0"], "seeds (training seeds per recipe) must be an int >= 1, got 0"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(argv, expected, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("NSLIB_DEBUG", raising=False)

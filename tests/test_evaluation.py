@@ -7,18 +7,14 @@ from torch import nn
 
 from nslib.data import load, make_loader
 from nslib.attacks import FGSM, PGD
-from nslib.evaluation import (CSV_COLUMNS, accuracy, compare_worst_case, default_suite, flag_masking, format_table, headline_metrics,
+from nslib.evaluation import (CSV_COLUMNS, accuracy, compare_worst_case, default_suite, describe_spec, flag_masking,
+                              format_table, headline_metrics,
                               masking_warnings, robust_accuracy_curve, robustness_table, save_csv)
 from nslib.models import build
 from nslib.training import train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: threads only add overhead
 
 
 class Binarize(nn.Module):
@@ -29,16 +25,16 @@ class Binarize(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(device):
     torch.manual_seed(0)
     model = build("smallcnn", dataset="mnist5k")
-    train(model, load("mnist5k", "train", limit=1000), "standard", 2, progress=False)
+    train(model, load("mnist5k", "train", limit=1000), "standard", 2, progress=False, device=device)
     return model
 
 
 @pytest.fixture(scope="module")
-def test_xy():
-    return load("mnist5k", "test").tensors(100)
+def test_xy(device):
+    return tuple(t.to(device) for t in load("mnist5k", "test").tensors(100))
 
 
 SUITE = {
@@ -50,12 +46,13 @@ SUITE = {
 }
 
 
-def test_accuracy_matches_hand_count():
+def test_accuracy_matches_hand_count(device):
     model = nn.Linear(3, 3, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.eye(3))          # predicts argmax of the input
-    x = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]])
-    y = torch.tensor([0, 1, 0, 2, 2])             # right: rows 0, 1, 4 -> 3 / 5
+    model.to(device)
+    x = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]], device=device)
+    y = torch.tensor([0, 1, 0, 2, 2], device=device)  # right: rows 0, 1, 4 -> 3 / 5
     assert accuracy(model, x, y) == 3 / 5
     assert accuracy(model, x, y, batch_size=2) == 3 / 5
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
@@ -138,13 +135,19 @@ def test_more_steps_are_compared_only_at_the_same_step_size():
     assert len(flags["pgd100"]) == 1 and "pgd40" in flags["pgd100"][0]
 
 
-def test_headline_metrics_are_clean_fgsm_and_seeded_pgd40(trained, test_xy):
+def test_headline_metrics_are_clean_fgsm_seeded_pgd40_and_the_per_example_worst_case(trained, test_xy):
     x, y = test_xy
     torch.manual_seed(3)
+    fgsm_ok = trained(FGSM(trained, eps=0.2)(x, y)).argmax(1) == y
+    torch.manual_seed(3)
     pgd40 = PGD(trained, eps=0.2, alpha=0.2 / 30, steps=40)(x, y)       # the same seed, step eps/30
-    expected = {"clean_acc": accuracy(trained, x, y), "fgsm_acc": accuracy(trained, FGSM(trained, eps=0.2)(x, y), y),
-                "pgd40_acc": accuracy(trained, pgd40, y)}
-    assert headline_metrics(trained, x, y, eps=0.2, seed=3) == expected
+    clean_ok, pgd_ok = trained(x).argmax(1) == y, trained(pgd40).argmax(1) == y
+    expected = {"clean_acc": accuracy(trained, x, y), "fgsm_acc": (clean_ok & fgsm_ok).float().mean().item(),
+                "pgd40_acc": (clean_ok & pgd_ok).float().mean().item(),
+                "worst_acc": (clean_ok & fgsm_ok & pgd_ok).float().mean().item(), "n": len(y), "eps": 0.2}
+    got = headline_metrics(trained, x, y, eps=0.2, seed=3, autoattack=None)
+    assert got == pytest.approx(expected)
+    assert expected["worst_acc"] <= min(expected["fgsm_acc"], expected["pgd40_acc"])
     assert expected["pgd40_acc"] < expected["clean_acc"]
 
 
@@ -170,10 +173,18 @@ def test_curve_starts_at_clean_and_falls(trained, test_xy):
 
 
 def test_default_suite_has_the_standard_attacks():
-    suite = default_suite(0.3, autoattack=False)
-    assert {"clean", "fgsm", "pgd10", "pgd40", "pgd100", "pgd40x5", "pgd40_cw", "mim", "cw_l2",
+    suite = default_suite(0.3)
+    assert {"clean", "fgsm", "pgd10", "pgd40", "pgd100", "pgd40x5", "pgd40_cw", "mim", "pgd100_l2", "cw_l2",
             "pgd40@0.6"} <= set(suite)
+    assert "autoattack" not in suite and "autoattack_quick" not in suite   # only when asked for
     assert suite["pgd40"]["alpha"] == pytest.approx(0.01)
+    assert default_suite(0.3, autoattack="standard")["autoattack"] == {
+        "attack": "autoattack", "eps": 0.3, "norm": "Linf", "version": "standard"}
+    assert default_suite(8 / 255, autoattack="quick")["autoattack_quick"]["version"] == "quick"
+    with pytest.raises(ValueError, match="autoattack takes a version name"):
+        default_suite(0.3, autoattack=False)
+    with pytest.raises(ValueError, match="unknown AutoAttack version 'plus'"):
+        default_suite(0.3, autoattack="plus")
 
 
 # --------------------------------------------------------------------------- strict specs
@@ -245,16 +256,17 @@ def test_restarts_and_l2_cap_are_evaluation_wrappers(trained, test_xy):
     for _ in range(3):
         survived &= trained(PGD(trained, eps=0.15, alpha=0.02, steps=5)(x, y)).argmax(1) == y
     assert row["accuracy"] == survived.sum().item() / len(y)
-    capped = robustness_table(trained, (x, y), {"near": {"attack": "cw", "c": 10.0, "steps": 20, "lr": 0.1, "l2_max": 0.01},
-                                                "far": {"attack": "cw", "c": 10.0, "steps": 20, "lr": 0.1}})
+    one_c = {"attack": "cw", "c": 10.0, "steps": 20, "lr": 0.1, "binary_search_steps": 1}
+    capped = robustness_table(trained, (x, y), {"near": {**one_c, "l2_max": 0.01}, "far": one_c})
+    assert (capped[0]["eps"], capped[1]["eps"]) == (0.01, None)  # a C&W row's radius is its l2_max
     assert capped[0]["accuracy"] > capped[1]["accuracy"]  # successes beyond L2 0.01 do not count
 
 
-def test_a_misclassified_clean_image_is_never_robust():
-    model = PickInput()
-    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    y = torch.tensor([1, 1])                              # row 0 is wrong on the clean image
-    helpful = {"fixes": lambda m: (lambda images, labels: torch.tensor([[0.0, 1.0, 0.0]] * 2))}
+def test_a_misclassified_clean_image_is_never_robust(device):
+    model = PickInput().to(device)
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device)
+    y = torch.tensor([1, 1], device=device)              # row 0 is wrong on the clean image
+    helpful = {"fixes": lambda m: (lambda images, labels: torch.tensor([[0.0, 1.0, 0.0]] * 2, device=device))}
     (row,) = robustness_table(model, (x, y), helpful)
     assert row["accuracy"] == 0.5                         # not 1.0: row 0 was never right
 
@@ -269,6 +281,89 @@ def test_l2_rows_are_not_held_against_linf_fgsm():
     assert flags["pgd_l2"] == [] and any("FGSM" in f for f in flags["pgd_linf"])
 
 
+def _l2_row(attack, kind, accuracy, eps=2.0, norm="L2", model="m", **keys):
+    return {**_row(attack, kind, accuracy, eps=eps, **keys), "norm": norm, "model": model}
+
+
+def test_l2_attacks_weaker_than_pgd_l2_beyond_noise_are_flagged():
+    # p = 0.30 on n = 100: noise = 2 sqrt(2 * 0.3 * 0.7 / 100) = 0.1296
+    pgd = dict(steps=100, restarts=1, loss="ce")
+    rows = flag_masking([
+        _l2_row("pgd100_l2", "pgd", 0.30, model="weak", **pgd),
+        _l2_row("cw_l2", "cw", 0.45, model="weak", steps=100),            # 0.15 above: flagged
+        _l2_row("pgd100_l2", "pgd", 0.30, model="close", **pgd),
+        _l2_row("cw_l2", "cw", 0.42, model="close", steps=100),           # 0.12 above: noise
+        _l2_row("cw_l2@1", "cw", 0.90, eps=1.0, model="close", steps=100),  # other radius: not compared
+        _l2_row("pgd10_l2", "pgd", 0.50, model="close", steps=10, restarts=1, loss="ce"),  # fewer steps: not held
+    ])
+    flags = {(r["model"], r["attack"]): r["flags"] for r in rows}
+    assert len(flags[("weak", "cw_l2")]) == 1 and "pgd100_l2" in flags[("weak", "cw_l2")][0]
+    assert all(f == [] for key, f in flags.items() if key != ("weak", "cw_l2"))
+
+
+def test_l2_rows_are_never_compared_with_linf_ones():
+    rows = flag_masking([
+        _l2_row("pgd_linf@2", "pgd", 0.0, norm="Linf", steps=100, restarts=1, loss="ce"),
+        _l2_row("cw_l2", "cw", 0.60, norm=None, steps=100),        # a C&W row without norm is L2
+        _l2_row("pgd_l2", "pgd", 0.90, steps=100, restarts=1, loss="ce"),
+        _l2_row("pgd_linf", "pgd", 0.95, norm="Linf", steps=100, restarts=1, loss="ce"),
+    ])
+    flags = {r["attack"]: r["flags"] for r in rows}
+    assert flags["cw_l2"] == [] and flags["pgd_l2"] == []
+    assert not any("L2 radius" in f for f in flags["pgd_linf"] + flags["pgd_linf@2"])
+
+
+def test_default_suite_measures_l2_with_pgd_l2_at_the_standard_radius():
+    mnist, cifar = default_suite(0.3), default_suite(8 / 255)
+    assert default_suite(0.3, l2_eps=1.5)["pgd100_l2"]["eps"] == 1.5
+    for suite, radius in ((mnist, 2.0), (cifar, 0.5)):
+        assert suite["pgd100_l2"] == {"attack": "pgd", "norm": "L2", "eps": radius,
+                                      "alpha": pytest.approx(2.5 * radius / 100), "steps": 100}
+        assert suite["cw_l2"]["l2_max"] == radius and suite["cw_l2"]["binary_search_steps"] > 1
+        row = describe_spec("cw_l2", suite["cw_l2"], build("smallcnn"))
+        assert (row["kind"], row["norm"], row["eps"]) == ("cw", "L2", radius)
+
+
 def test_curve_refuses_restarts_without_a_random_start(trained, test_xy):
     with pytest.raises(ValueError, match="restarts"):
         robust_accuracy_curve(trained, *test_xy, [0.1], attack="mim", restarts=3)
+
+
+def test_compare_over_seeds_by_hand():
+    """Two seeds a side: means 0.92 vs 0.90, stds 0.02 and 0.0, n = 1000 images."""
+    from nslib.evaluation import compare_over_seeds
+
+    result = compare_over_seeds([0.90, 0.94], [0.90, 0.90], n=1000)
+    se = (0.02 ** 2 * 2 / 2 + 0 + 2 * 0.9 * 0.1 / 1000) ** 0.5  # s_a^2/S_a with s_a = sqrt(0.0008) = 0.0283
+    assert result["mean"] == pytest.approx((0.92, 0.90))
+    assert result["std"] == pytest.approx((0.0008 ** 0.5, 0.0))
+    assert result["se"] == pytest.approx(se)
+    assert result["difference"] == pytest.approx(0.02)
+    assert result["verdict"] == "matched"          # 0.02 < 2 SE = 0.048
+    assert result["seed_variance_known"] and result["seeds"] == (2, 2)
+
+
+def test_compare_over_seeds_verdicts_and_one_seed():
+    from nslib.evaluation import compare_over_seeds
+
+    assert compare_over_seeds([0.95, 0.95, 0.95], [0.90, 0.90, 0.90], n=1000)["verdict"] == "beat"
+    assert compare_over_seeds([0.85, 0.86, 0.85], [0.90, 0.91, 0.90], n=1000)["verdict"] == "fell behind"
+    # seed noise widens the band: the same means with a large spread between seeds are a match
+    assert compare_over_seeds([0.99, 0.91, 0.95], [0.90, 0.90, 0.90], n=1000)["verdict"] == "matched"
+    one = compare_over_seeds([0.93], [0.90], n=1000)
+    assert not one["seed_variance_known"] and one["std"] == (0.0, 0.0)
+    assert one["noise"] == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        compare_over_seeds([], [0.9], n=10)
+
+
+def test_worst_case_is_per_example():
+    """Each attack breaks a different example: the worst case is below every single attack."""
+    from nslib.evaluation import worst_case
+
+    rows = [{"model": "m", "attack": "a", "accuracy": 0.75, "robust": torch.tensor([False, True, True, True])},
+            {"model": "m", "attack": "b", "accuracy": 0.75, "robust": torch.tensor([True, False, True, True])}]
+    assert worst_case(rows, "m", ["a", "b"]) == 0.5
+    assert worst_case([{k: v for k, v in r.items() if k != "robust"} for r in rows], "m", ["a", "b"]) == 0.75
+    with pytest.raises(ValueError, match=r"no rows of model 'm' for attacks \['c'\]"):
+        worst_case(rows, "m", ["a", "c"])

@@ -6,10 +6,11 @@ from nslib.models import ARCHITECTURES, Normalize, build
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_build_outputs_logits(name):
+def test_build_outputs_logits(name, device):
     channels, h, w = ARCHITECTURES[name][1]
-    model = build(name).eval()
-    assert model(torch.rand(2, channels, h, w)).shape == (2, 10)
+    model = build(name).eval().to(device)
+    logits = model(torch.rand(2, channels, h, w, device=device))
+    assert logits.shape == (2, 10) and logits.device == model.normalize.mean.device
     assert model.arch == name
 
 

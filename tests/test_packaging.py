@@ -38,7 +38,7 @@ def test_runtime_dependencies_are_the_agreed_ones():
     runtime, _ = _pyproject_requirements()
     names = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in runtime}
     assert names == {"torch", "torchvision", "numpy", "matplotlib", "seaborn", "tqdm",
-                     "ipywidgets", "jupyterlab"}
+                     "ipywidgets", "jupyterlab", "pyautoattack"}
 
 
 def test_torchattacks_is_installed_without_its_dependencies():

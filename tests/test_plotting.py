@@ -129,11 +129,31 @@ def test_plot_sns_knobs_three_panels_against_the_baseline():
     assert list(k.lines[0].get_xdata()) == ["1", "10%≤10", "20"]  # the default placed at k = 10
     assert lam.lines[-1].get_ydata()[0] == pytest.approx(40)              # PGD-AT's dashed line
     assert len(layers.lines[0].get_xdata()) == 2                           # the default and the fc1 run
+    assert not lam.containers and not lam.patches                          # one seed: no error bars, no band
 
-def test_plot_feature_maps_upsamples_to_the_image_size():
+
+def test_plot_sns_knobs_error_bars_over_seeds():
+    def run(name, knob, lam=0.01, k=0.1, pgd=0.5, std=0.02, seeds=3):
+        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": "conv3+conv4+fc1", "seeds": seeds,
+                "clean_acc": 0.9, "clean_acc_std": 0.01, "pgd40_acc": pgd, "pgd40_acc_std": std}
+
+    rows = [run("lam0", "lambda", lam=0.0, pgd=0.4, std=0.03), run("lam0.01", "lambda", std=0.05),
+            run("k1", "k", k=1, seeds=1, std=0.0)]
+    lam, k, _ = plotting.plot_sns_knobs(rows, rows[0], {"epochs": 10, "test_n": 500}).axes
+    pgd, clean = lam.containers
+    np.testing.assert_allclose(np.asarray(pgd.lines[0].get_ydata(), dtype=float), [40, 50])
+    heights = [s[1][1] - s[0][1] for s in pgd.lines[2][0].get_segments()]  # +- std, in %
+    np.testing.assert_allclose(heights, [6, 10])
+    np.testing.assert_allclose([s[1][1] - s[0][1] for s in clean.lines[2][0].get_segments()], [2, 2])
+    (band,) = lam.patches                                                    # PGD-AT's std as a band
+    ys = band.get_patch_transform().transform(band.get_path().vertices)[:, 1]  # a Polygon or a Rectangle
+    np.testing.assert_allclose([ys.min(), ys.max()], [37, 43])
+    assert len(k.containers) == 2                                            # k1 (1 seed) beside lam0.01 (3)
+
+def test_plot_feature_maps_upsamples_to_the_image_size(device):
     g = torch.Generator().manual_seed(0)
-    image, adversarial = torch.rand(3, 32, 32, generator=g), torch.rand(3, 32, 32, generator=g)
-    maps, adv_maps = torch.rand(1, 6, 8, 8, generator=g), torch.rand(1, 6, 8, 8, generator=g)
+    image, adversarial = (torch.rand(3, 32, 32, generator=g).to(device) for _ in range(2))
+    maps, adv_maps = (torch.rand(1, 6, 8, 8, generator=g).to(device) for _ in range(2))  # as a model outputs them
     sigma = torch.linspace(0, 1, 6)
     fig = plotting.plot_feature_maps(image, adversarial, maps, adv_maps, [5, 2], sensitivity=sigma,
                                      layer_name="conv2")
@@ -142,22 +162,22 @@ def test_plot_feature_maps_upsamples_to_the_image_size():
     assert "conv2" in fig.get_suptitle()
     overlay = image_axes[1].images[-1].get_array()
     assert overlay.shape == (32, 32)  # the upsampled map has the image's size
-    expected = plotting.upsample(maps[0, [5]], (32, 32))[0].numpy()
+    expected = plotting.upsample(maps[0, [5]], (32, 32))[0].cpu().numpy()
     np.testing.assert_allclose(np.asarray(overlay), expected, rtol=1e-6)
     assert "neuron 5" in image_axes[1].get_title() and "σ = 1" in image_axes[1].get_title()
     assert image_axes[0].get_ylabel() == "benign x"
     with pytest.raises(ValueError, match="linear layer"):
-        plotting.plot_feature_maps(image, adversarial, torch.rand(1, 6), torch.rand(1, 6), [0])
+        plotting.plot_feature_maps(image, adversarial, torch.rand(1, 6, device=device), torch.rand(1, 6, device=device), [0])
     with pytest.raises(ValueError, match="neuron_indices"):
         plotting.plot_feature_maps(image, adversarial, maps, adv_maps, [6])
 
 
-def test_plot_examples_grid_and_colours():
+def test_plot_examples_grid_and_colours(device):
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(5, 1, 8, 8, generator=g)
+    x = torch.rand(5, 1, 8, 8, generator=g).to(device)
     x_adv = (x + 0.1).clamp(0, 1)
-    y = torch.tensor([0, 1, 2, 3, 4])
-    clean, adv = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 1, 0, 0, 0])
+    y = torch.tensor([0, 1, 2, 3, 4], device=device)
+    clean, adv = torch.tensor([0, 1, 2, 3, 0], device=device), torch.tensor([1, 1, 0, 0, 0], device=device)
     fig = plotting.plot_examples(x, x_adv, y, clean, adv, class_names=list("abcde"), n=4)
     image_axes = [ax for ax in fig.axes if ax.images]
     assert len(image_axes) == 3 * 4  # benign, adversarial, perturbation rows
@@ -196,11 +216,11 @@ def test_plot_sensitivity_vs_robustness():
 
 # --- widgets ----------------------------------------------------------------------------------
 
-def tiny_cnn() -> nn.Module:
+def tiny_cnn(device="cpu") -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 3, 3)), ("relu1", nn.ReLU()),
                                       ("conv2", nn.Conv2d(3, 5, 3)), ("relu2", nn.ReLU()),
-                                      ("flatten", nn.Flatten()), ("fc", nn.Linear(5 * 4 * 4, 4))])).eval()
+                                      ("flatten", nn.Flatten()), ("fc", nn.Linear(5 * 4 * 4, 4))])).eval().to(device)
 
 
 def shift_attack(eps):
@@ -208,13 +228,14 @@ def shift_attack(eps):
     return lambda images, labels: (images + eps).clamp(0, 1)
 
 
-def explorer_inputs():
+def explorer_inputs(device="cpu"):
+    """The model on the device, the images and labels on the CPU (as notebook 03 passes them)."""
     g = torch.Generator().manual_seed(0)
-    return tiny_cnn(), torch.rand(3, 1, 8, 8, generator=g) * 0.5, torch.tensor([0, 1, 2])
+    return tiny_cnn(device), torch.rand(3, 1, 8, 8, generator=g) * 0.5, torch.tensor([0, 1, 2])
 
 
-def test_explorer_static_mode_returns_a_figure():
-    model, x, y = explorer_inputs()
+def test_explorer_static_mode_returns_a_figure(device):
+    model, x, y = explorer_inputs(device)
     sigma = {"conv1": torch.tensor([0.1, 0.9, 0.3]), "conv2": torch.rand(5)}
     fig = sensitivity_explorer(model, x, y, ["conv1", "conv2"], shift_attack, [0.1, 0.2],
                                sensitivity=sigma, static=True)
@@ -231,11 +252,12 @@ def test_explorer_static_mode_returns_a_figure():
         sensitivity_explorer(model, x, y, ["conv1"], shift_attack, [0.1], eps=0.5, static=True)
 
 
-def test_explorer_pair_sensitivity_in_static_title():
-    model, x, y = explorer_inputs()
+def test_explorer_pair_sensitivity_in_static_title(device):
+    model, x, y = explorer_inputs(device)
     fig = sensitivity_explorer(model, x, y, ["conv1"], shift_attack, [0.25], index=2, neuron=0, static=True)
     with torch.no_grad():
-        expected = (model.conv1(x[2:3]) - model.conv1((x[2:3] + 0.25).clamp(0, 1)))[0, 0].abs().mean()
+        pair = x[2:3].to(device)
+        expected = (model.conv1(pair) - model.conv1((pair + 0.25).clamp(0, 1)))[0, 0].abs().mean()
     assert f"sensitivity on this pair {expected.item():.3g}" in fig.get_suptitle()
     assert "image 2 (label 2)" in fig.get_suptitle()
 

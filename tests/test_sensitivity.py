@@ -45,14 +45,15 @@ EXPECTED = {"conv": [0.1125, 0.225], "fc": [0.25, 0.05]}
 
 
 def assert_close(actual, expected, atol=1e-6):
-    actual = torch.as_tensor(actual, dtype=torch.float64)
-    expected = torch.as_tensor(expected, dtype=torch.float64)
+    """Compared on the CPU: ``actual`` may live on the test device, ``expected`` be a literal."""
+    actual = torch.as_tensor(actual, dtype=torch.float64).cpu()
+    expected = torch.as_tensor(expected, dtype=torch.float64).cpu()
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
 
-def test_hand_computed_case_conv_and_linear():
-    sens = neuron_sensitivity(hand_model(), BENIGN, ADVERSARIAL, ["conv", "fc"])
+def test_hand_computed_case_conv_and_linear(device):
+    sens = neuron_sensitivity(hand_model().to(device), BENIGN.to(device), ADVERSARIAL.to(device), ["conv", "fc"])
     assert list(sens) == ["conv", "fc"]
     for name, expected in EXPECTED.items():
         assert_close(sens[name], expected)
@@ -60,17 +61,17 @@ def test_hand_computed_case_conv_and_linear():
     assert layer_sensitivity(sens) == pytest.approx({"conv": 0.16875, "fc": 0.15}, abs=1e-6)
 
 
-def test_hand_computed_case_per_sample_distances():
-    model = hand_model()
-    conv_clean = model.conv(BENIGN)
-    conv_adv = model.conv(ADVERSARIAL)
+def test_hand_computed_case_per_sample_distances(device):
+    model, benign, adversarial = hand_model().to(device), BENIGN.to(device), ADVERSARIAL.to(device)
+    conv_clean = model.conv(benign)
+    conv_adv = model.conv(adversarial)
     assert_close(neuron_distance(conv_clean, conv_adv).detach(), [[0.075, 0.15], [0.15, 0.3]])
-    assert_close(neuron_distance(model(BENIGN), model(ADVERSARIAL)).detach(), [[0.1, 0.1], [0.4, 0.0]])
+    assert_close(neuron_distance(model(benign), model(adversarial)).detach(), [[0.1, 0.1], [0.4, 0.0]])
 
 
-def test_float64_model_gives_float64():
-    benign, adversarial = (torch.tensor(p, dtype=torch.float64).view(2, 1, 2, 2) for p in PIXELS)
-    sens = neuron_sensitivity(hand_model().double(), benign, adversarial, "fc")
+def test_float64_model_gives_float64(device):
+    benign, adversarial = (torch.tensor(p, dtype=torch.float64, device=device).view(2, 1, 2, 2) for p in PIXELS)
+    sens = neuron_sensitivity(hand_model().double().to(device), benign, adversarial, "fc")
     assert sens["fc"].dtype == torch.float64
     assert_close(sens["fc"], EXPECTED["fc"], atol=1e-12)
 
@@ -83,16 +84,16 @@ def noise_attack(x, y):
 
 
 @pytest.fixture(scope="module")
-def cnn():
+def cnn(device):
     torch.manual_seed(1)
-    return build("smallcnn").eval()
+    return build("smallcnn").eval().to(device)
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(device):
     gen = torch.Generator().manual_seed(2)
-    x = torch.rand(7, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (7,), generator=gen)
+    x = torch.rand(7, 1, 28, 28, generator=gen).to(device)
+    y = torch.randint(0, 10, (7,), generator=gen).to(device)
     return x, y, noise_attack(x, y)
 
 
@@ -121,9 +122,9 @@ def test_identical_inputs_give_exactly_zero(cnn, data):
     assert all(torch.count_nonzero(s) == 0 for s in sens.values())
 
 
-def test_streams_one_batch_at_a_time_for_n_much_larger_than_batch():
+def test_streams_one_batch_at_a_time_for_n_much_larger_than_batch(device):
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5)).to(device)
     x = torch.rand(2000, 1, 6, 6)
     y = torch.randint(0, 10, (2000,))
     live, most = [0], [0]
@@ -157,16 +158,16 @@ def bn_dropout_model():
     ]))
 
 
-def test_eval_mode_during_measurement_and_caller_modes_restored():
+def test_eval_mode_during_measurement_and_caller_modes_restored(device):
     model = bn_dropout_model()
     with torch.no_grad():  # give BatchNorm non-trivial running statistics
         model.bn.running_mean.uniform_(-1, 1)
         model.bn.running_var.uniform_(0.5, 2)
-    model.train()
+    model.to(device).train()
     model.conv.eval()  # a caller's mixed setting must survive
     stats = model.bn.running_mean.clone()
-    x = torch.rand(6, 1, 8, 8)
-    y = torch.randint(0, 3, (6,))
+    x = torch.rand(6, 1, 8, 8).to(device)
+    y = torch.randint(0, 3, (6,)).to(device)
     modes_seen = []
 
     def attack(images, labels):
@@ -246,7 +247,7 @@ def test_bad_inputs_give_clear_errors(cnn, data):
     with pytest.raises(ValueError, match="no batches"):
         neuron_sensitivity(cnn, [], layers="conv1", attack=noise_attack)
     with pytest.raises(TypeError, match="as_tensor"):
-        neuron_sensitivity(cnn, x.numpy(), x_adv, "conv1")
+        neuron_sensitivity(cnn, x.cpu().numpy(), x_adv, "conv1")
     with pytest.raises(ValueError, match="keep the shape"):
         neuron_sensitivity(cnn, x, layers="conv1", attack=lambda a, b: a[:, :, :5], labels=y)
 

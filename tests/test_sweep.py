@@ -1,10 +1,14 @@
-"""The E7 sweep (nslib.sweep): one setting's record depends on the budget's seed alone."""
+"""The E7 sweep (nslib.sweep): one setting's record depends on its training seed alone; the sweep
+file keeps one record per (setting, seed)."""
+import json
+
+import pytest
 import torch
 
 from nslib import sweep
 
 
-def test_a_setting_gives_the_same_record_whatever_ran_before(tmp_path, monkeypatch):
+def test_a_setting_gives_the_same_record_whatever_ran_before(tmp_path, monkeypatch, device):
     tiny = {"train_n": 100, "epochs": 1, "eps": 0.3, "steps": 1, "eps_warmup_epochs": 0, "lr": 1e-3,
             "batch_size": 50, "seed": 0, "test_n": 20}
     monkeypatch.setattr(sweep, "BUDGET", tiny)
@@ -12,8 +16,37 @@ def test_a_setting_gives_the_same_record_whatever_ran_before(tmp_path, monkeypat
     for run, noise in enumerate((1, 2)):
         torch.manual_seed(noise)            # another process, or another run before this one
         torch.rand(noise * 7)
-        record = sweep.run_setting("lam0.01", "lambda", {"lam": 0.01}, tmp_path / f"runs{run}", device="cpu")
+        record = sweep.run_setting("lam0.01", "lambda", {"lam": 0.01}, tmp_path / f"runs{run}", device=device)
         record.pop("train_seconds")
         records.append(record)
     assert records[0] == records[1]
     assert records[0]["recipe"] == "sns" and 0 <= records[0]["clean_acc"] <= 1
+
+
+def _record(name, seed=None, pgd=0.5):
+    record = {"name": name, "knob": "lambda", "lam": 0.01, "pgd40_acc": pgd}
+    return record if seed is None else {**record, "seed": seed}
+
+
+def test_write_sweep_merges_by_name_and_seed_a_missing_seed_being_0(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"runs": [_record("lam0.01", pgd=0.1), _record("lam0", pgd=0.2)]}))  # no seed keys
+    sweep.write_sweep([_record("lam0.01", seed=1, pgd=0.3), _record("lam0", seed=0, pgd=0.4),
+                       _record("not_a_setting", seed=0)], path)
+    runs = json.loads(path.read_text())["runs"]
+    assert [(r["name"], sweep.record_seed(r), r["pgd40_acc"]) for r in runs] == [
+        ("lam0", 0, 0.4), ("lam0.01", 0, 0.1), ("lam0.01", 1, 0.3)]  # SETTINGS order, then seed; lam0 replaced
+    assert "seed" not in runs[1]                                       # an old record is kept as it was
+    assert json.loads(path.read_text())["budget"] == sweep.BUDGET
+
+
+def test_a_training_seed_has_its_own_folder_and_record(tmp_path, monkeypatch, device):
+    monkeypatch.setattr(sweep, "BUDGET", {"train_n": 100, "epochs": 1, "eps": 0.3, "steps": 1, "eps_warmup_epochs": 0,
+                                          "lr": 1e-3, "batch_size": 50, "seed": 0, "test_n": 20})
+    records = {seed: sweep.run_setting("lam0.01", "lambda", {"lam": 0.01}, tmp_path, device=device, seed=seed)
+               for seed in (0, 1)}
+    assert [records[s]["seed"] for s in (0, 1)] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lam0.01", "lam0.01_seed1"]
+    assert records[0]["sensitivity"] != records[1]["sensitivity"]     # other initial weights, other model
+    with pytest.raises(ValueError, match="seed"):
+        sweep.run_setting("lam0.01", "lambda", {"lam": 0.01}, tmp_path, device=device, seed=-1)

@@ -17,7 +17,7 @@ SNS_OPTIONS = "lam, layers, k, max_k, topk_every, momentum, ce_on"
 #: The keys (in order) every checkpoint's recipe dict has had before the recipe options.
 CHECKPOINT_KEYS = ["recipe", "epochs", "lr", "optimizer", "weight_decay", "batch_size", "schedule", "eps",
                    "alpha", "steps", "eps_warmup_epochs", "seed", "amp", "world_size", "max_batches"]
-TINY = dict(batch_size=50, steps=1, eps=0.3, max_batches=1, progress=False, device="cpu")
+TINY = dict(batch_size=50, steps=1, eps=0.3, max_batches=1, progress=False)  # tests that train add device=
 
 
 @pytest.fixture(autouse=True)
@@ -84,22 +84,22 @@ def test_recipes_take_no_catch_all_keywords():
         standard_loss(_model(), x, y, lamda=0.1)
 
 
-def test_config_and_keywords_train_the_same_weights(tiny_set):
+def test_config_and_keywords_train_the_same_weights(tiny_set, device):
     by_keywords, by_config = _model(), _model()
-    train(by_keywords, tiny_set, "sns", 1, lam=0.1, k=2, **TINY)
-    settings = {k: v for k, v in TINY.items() if k not in ("progress", "device")}
+    train(by_keywords, tiny_set, "sns", 1, lam=0.1, k=2, device=device, **TINY)
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
     config = TrainConfig.from_dict({"recipe": "sns", "epochs": 1, "lam": 0.1, "k": 2, **settings})
-    train(by_config, tiny_set, config=config, progress=False, device="cpu")
+    train(by_config, tiny_set, config=config, progress=False, device=device)
     a, b = by_keywords.state_dict(), by_config.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
-def test_checkpoints_keep_the_flat_recipe_dict(tiny_set, tmp_path):
-    train(_model(), tiny_set, "sns", 1, out=tmp_path, lam=0.1, layers=("conv4", "fc1"), **TINY)
+def test_checkpoints_keep_the_flat_recipe_dict(tiny_set, tmp_path, device):
+    train(_model(), tiny_set, "sns", 1, out=tmp_path, lam=0.1, layers=("conv4", "fc1"), device=device, **TINY)
     recipe = read_checkpoint(tmp_path / "model.pt")["recipe"]
     assert list(recipe) == CHECKPOINT_KEYS + ["lam", "layers"]
     assert recipe["layers"] == ["conv4", "fc1"] and recipe["alpha"] == pytest.approx(0.75)
-    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    last = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert last["config"] == recipe
 
 
@@ -149,11 +149,11 @@ def test_resume_counts_a_missing_option_as_its_default(tmp_path):
         check_resume(saved, {**saved, "momentum": 0.5}, tmp_path / "last.pt")
 
 
-def test_a_run_resumes_when_the_defaults_are_spelt_out(tiny_set, tmp_path, capsys):
-    train(_model(), tiny_set, "sns", 1, out=tmp_path, lam=0.1, **TINY)
+def test_a_run_resumes_when_the_defaults_are_spelt_out(tiny_set, tmp_path, capsys, device):
+    train(_model(), tiny_set, "sns", 1, out=tmp_path, lam=0.1, device=device, **TINY)
     spelt_out = {**recipe_options("sns"), "lam": 0.1}
     del spelt_out["layers"]  # None: the model's default layers
-    log = train(_model(), tiny_set, "sns", 2, out=tmp_path, **spelt_out, **TINY)
+    log = train(_model(), tiny_set, "sns", 2, out=tmp_path, device=device, **spelt_out, **TINY)
     assert [r["epoch"] for r in log] == [1, 2]
     assert "resuming from epoch 1" in capsys.readouterr().out
 

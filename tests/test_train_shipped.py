@@ -31,6 +31,25 @@ def test_shipped_recipes_are_the_recipes_in_the_shipped_checkpoints(name):
                                                         **SHIPPED_RECIPES[name]}
 
 
+def shipped_seeds():
+    from nslib.checkpoints import pretrained_names
+    from nslib.experiments.context import SHIPPED_SEEDS, seed_name
+
+    shipped = set(pretrained_names())
+    return [(name, seed) for name in MODELS for seed in SHIPPED_SEEDS[1:] if seed_name(name, seed) in shipped]
+
+
+@pytest.mark.parametrize("name, seed", shipped_seeds())
+def test_shipped_seeds_are_the_shipped_recipe_with_another_seed(name, seed):
+    from nslib.experiments.context import seed_name
+
+    info = read_checkpoint(pretrained_path(seed_name(name, seed)))
+    stored = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
+    assert stored == {**SHIPPED_RECIPES[name], "seed": seed}
+    assert info["recipe"]["command"] == f"python scripts/train_shipped.py {name} --seed {seed}"
+    assert {"clean_acc", "pgd40_acc", "eval"} <= set(info["metrics"])
+
+
 def test_script_help_says_how_to_run_it():
     env = dict(os.environ, PYTHONPATH=str(ROOT), NSLIB_THREADS="1")
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, env=env,
@@ -56,3 +75,28 @@ def test_script_trains_with_retrain_and_records_the_manifest(tmp_path, monkeypat
     assert "(20)" in info["metrics"]["eval"]
     summary = [json.loads(line) for line in (tmp_path / "runs" / "summary.jsonl").read_text().splitlines()]
     assert [s["name"] for s in summary] == ["mnist_standard"]
+
+
+def test_script_trains_another_seed_and_reevaluates(tmp_path, monkeypatch):
+    """--seed 1 saves <name>_seed1.pt with the recipe's seed changed; --metrics-only recomputes the
+    metrics (AutoAttack and the worst case included) and keeps the weights, recipe and log."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_shipped", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setitem(SHIPPED_RECIPES, "mnist_standard", {**SHIPPED_RECIPES["mnist_standard"], "epochs": 1,
+                                                            "max_batches": 2, "batch_size": 10})
+    monkeypatch.setenv("NSLIB_THREADS", "1")
+    common = ["--runs", str(tmp_path / "runs"), "--checkpoints", str(tmp_path / "ckpt"), "--n", "12"]
+    script.main(["mnist_standard", "--seed", "1", "--autoattack", "quick", *common])
+    model, info = load_pretrained("mnist_standard_seed1", directory=tmp_path / "ckpt")
+    assert info["recipe"]["seed"] == 1 and info["metrics"]["n"] == 12
+    assert info["metrics"]["worst_acc"] <= min(info["metrics"][k] for k in ("fgsm_acc", "pgd40_acc", "aa_acc"))
+    assert "quick subset" in info["metrics"]["aa_version"]
+    script.main(["mnist_standard", "--seed", "1", "--metrics-only", "--autoattack", "quick",
+                 *common[2:], "--n", "8"])
+    again, after = load_pretrained("mnist_standard_seed1", directory=tmp_path / "ckpt")  # manifest updated
+    assert after["metrics"]["n"] == 8 and after["recipe"] == info["recipe"] and after["log"] == info["log"]
+    assert after["metrics"]["train_seconds"] == info["metrics"]["train_seconds"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

@@ -36,15 +36,16 @@ def small():
     return train_set, test_xy
 
 
-def _model(seed=0):
+def _model(seed=0, device="cpu"):
     torch.manual_seed(seed)
-    return build("smallcnn", dataset="mnist5k")
+    return build("smallcnn", dataset="mnist5k").to(device)  # made on the CPU: the same weights everywhere
 
 
 def _weights_equal(a, b):
+    """Compared on the CPU: a trained model may be on the test device, a loaded checkpoint on the CPU."""
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
-    return all(torch.equal(sa[k], sb[k]) for k in sa)
+    return all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
 QUICK = dict(batch_size=50, steps=1, eps=0.3, eps_warmup_epochs=2, eval_n=20, eval_steps=2,
@@ -60,9 +61,9 @@ def test_ramp_is_linear_then_flat():
     assert ramp(0.3, 5, 0, 10, 2) == pytest.approx(0.3)
 
 
-def test_sns_loss_matches_hand_computation(monkeypatch):
-    model = _model()
-    x, y = load("mnist5k", "test").tensors(8)
+def test_sns_loss_matches_hand_computation(monkeypatch, device):
+    model = _model(device=device)
+    x, y = (t.to(device) for t in load("mnist5k", "test").tensors(8))
     x_adv = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
     monkeypatch.setattr(recipes, "_pgd", lambda net, x, y, eps, alpha, steps: x_adv)
     loss, stats = sns_loss(model, x, y, net=model, eps=0.3, alpha=0.1, steps=1, state={},
@@ -82,9 +83,9 @@ def test_sns_loss_matches_hand_computation(monkeypatch):
     assert model.conv3.weight.grad.abs().sum() > 0
 
 
-def test_sns_penalty_is_zero_without_perturbation_and_ce_on_options():
-    model = _model()
-    x, y = load("mnist5k", "test").tensors(8)
+def test_sns_penalty_is_zero_without_perturbation_and_ce_on_options(device):
+    model = _model(device=device)
+    x, y = (t.to(device) for t in load("mnist5k", "test").tensors(8))
     for ce_on in ("adv", "clean", "both"):
         loss, stats = sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={},
                                ce_on=ce_on)
@@ -94,9 +95,9 @@ def test_sns_penalty_is_zero_without_perturbation_and_ce_on_options():
         sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={}, ce_on="x")
 
 
-def test_trades_loss_is_ce_plus_beta_kl(monkeypatch):
-    model = _model()
-    x, y = load("mnist5k", "test").tensors(8)
+def test_trades_loss_is_ce_plus_beta_kl(monkeypatch, device):
+    model = _model(device=device)
+    x, y = (t.to(device) for t in load("mnist5k", "test").tensors(8))
     x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
     monkeypatch.setattr(recipes, "_trades_attack", lambda net, x, eps, alpha, steps: x_adv)
     loss, stats = trades_loss(model, x, y, net=model, eps=0.3, alpha=0.1, steps=1, beta=2.0)
@@ -105,9 +106,9 @@ def test_trades_loss_is_ce_plus_beta_kl(monkeypatch):
     assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item() + 2.0 * kl, rel=1e-5)
 
 
-def test_trades_attack_stays_in_ball_and_raises_kl():
-    model = _model()
-    x, _ = load("mnist5k", "test").tensors(8)
+def test_trades_attack_stays_in_ball_and_raises_kl(device):
+    model = _model(device=device)
+    x = load("mnist5k", "test").tensors(8)[0].to(device)
     x_adv = recipes._trades_attack(model, x, 0.1, 0.02, 5)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
@@ -118,19 +119,20 @@ def test_trades_attack_stays_in_ball_and_raises_kl():
 
 # ----------------------------------------------------------------------------- the loop
 
-def test_standard_training_learns(small):
+def test_standard_training_learns(small, device):
     train_set, test_xy = small
     model = _model()
     log = train(model, load("mnist5k", "train", limit=600), "standard", 1,
-                test_data=load("mnist5k", "test").tensors(100), **dict(QUICK, eval_n=100))
+                test_data=load("mnist5k", "test").tensors(100), device=device, **dict(QUICK, eval_n=100))
     assert log[0]["clean_acc"] > 0.4  # chance is 0.1
     assert not model.training
+    assert model.fc3.weight.device.type == device.type  # train() moved the model to the device
 
 
 @pytest.mark.parametrize("recipe", ["pgd_at", "trades", "sns"])
-def test_every_recipe_runs_and_logs(small, recipe):
+def test_every_recipe_runs_and_logs(small, recipe, device):
     train_set, test_xy = small
-    log = train(_model(), train_set, recipe, 1, test_data=test_xy, max_batches=1, **QUICK)
+    log = train(_model(), train_set, recipe, 1, test_data=test_xy, max_batches=1, device=device, **QUICK)
     record = log[0]
     assert math.isfinite(record["loss"]) and 0 <= record["robust_acc"] <= 1
     assert set(record["sensitivity"]) == {"conv3", "conv4", "fc1"}
@@ -138,9 +140,9 @@ def test_every_recipe_runs_and_logs(small, recipe):
         assert "penalty" in record and "sens_conv3" in record
 
 
-def test_interrupted_run_resumes_to_the_same_weights(small, tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(small, tmp_path, device):
     train_set, test_xy = small
-    opts = dict(QUICK, test_data=test_xy, topk_every=2, lam=0.05)
+    opts = dict(QUICK, test_data=test_xy, topk_every=2, lam=0.05, device=device)
     whole = _model()
     train(whole, train_set, "sns", 3, out=tmp_path / "whole", **opts)
 
@@ -162,22 +164,24 @@ def test_interrupted_run_resumes_to_the_same_weights(small, tmp_path):
     assert (tmp_path / "cut" / "log.jsonl").read_text().count("\n") == 3
 
 
-def test_resume_with_other_settings_is_refused(small, tmp_path):
+def test_resume_with_other_settings_is_refused(small, tmp_path, device):
     train_set, _ = small
-    train(_model(), train_set, "standard", 1, out=tmp_path, max_batches=1, progress=False)
+    train(_model(), train_set, "standard", 1, out=tmp_path, max_batches=1, progress=False, device=device)
     with pytest.raises(ValueError, match="other settings"):
-        train(_model(), train_set, "standard", 2, out=tmp_path, lr=0.1, max_batches=1, progress=False)
+        train(_model(), train_set, "standard", 2, out=tmp_path, lr=0.1, max_batches=1, progress=False,
+              device=device)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(small, tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(small, tmp_path, device):
     train_set, _ = small
 
     def poison(epoch, record, model):
         model.fc3.bias.data.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1.*last good checkpoint.*epoch 1"):
-        train(_model(), train_set, "standard", 3, out=tmp_path, callbacks=[poison], progress=False)
-    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+        train(_model(), train_set, "standard", 3, out=tmp_path, callbacks=[poison], progress=False,
+              device=device)
+    ckpt = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
@@ -189,19 +193,19 @@ def test_bad_arguments():
         train(_model(), [1, 2, 3], "standard", 1)
 
 
-def test_sigkill_mid_run_then_same_command_gives_same_weights(tmp_path):
+def test_sigkill_mid_run_then_same_command_gives_same_weights(tmp_path, device):
     """A real kill: SIGKILL the CLI after its first checkpoint, run the same command again."""
     env = dict(os.environ, NSLIB_THREADS="1")
 
     def command(out):
         return [sys.executable, "-m", "nslib", "train", "--recipe", "standard", "--epochs", "3",
-                "--limit", "200", "--eval-n", "0", "--no-progress", "--out", str(out)]
+                "--limit", "200", "--eval-n", "0", "--no-progress", "--device", str(device), "--out", str(out)]
 
     # the uninterrupted reference, in this process, as the CLI does it (seed, build, train)
     from nslib.utils import seed_everything
     seed_everything(0)
     whole = build("smallcnn", dataset="mnist5k")
-    train(whole, load("mnist5k", "train", limit=200), "standard", 3, progress=False)
+    train(whole, load("mnist5k", "train", limit=200), "standard", 3, progress=False, device=device)
     proc = subprocess.Popen(command(tmp_path / "cut"), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "cut" / "last.pt"
@@ -226,3 +230,13 @@ def test_schedule_lowers_lr_and_amp_is_ignored_on_cpu(small, capsys):
     assert "amp=True is ignored on the CPU" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown schedule"):
         train(_model(), train_set, "standard", 1, schedule="linear", max_batches=1, progress=False)
+
+
+def test_amp_trains_on_cuda(small, device):
+    """Mixed precision (autocast and the grad scaler) on CUDA, attacks inside autocast included."""
+    if device.type != "cuda":
+        pytest.skip("amp is CUDA-only (ignored on the CPU: test_schedule_lowers_lr_and_amp_is_ignored_on_cpu)")
+    train_set, test_xy = small
+    log = train(_model(), train_set, "sns", 1, test_data=test_xy, max_batches=2, amp=True, device=device,
+                **QUICK)
+    assert math.isfinite(log[0]["loss"]) and 0 <= log[0]["robust_acc"] <= 1

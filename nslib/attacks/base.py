@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_eps, check_images, check_labels, eval_mode
+from ..utils import check_eps, check_images, check_labels, eval_mode, start_range_check
 
-__all__ = ["Attack", "attack_context", "prepare", "check_steps", "check_choice", "margin",
+__all__ = ["Attack", "attack_context", "prepare", "prepare_deferred", "check_steps", "check_choice", "margin",
            "adversarial_loss", "input_gradient", "project_linf", "project_l2", "LOSSES", "NORMS"]
 
 LOSSES = ("ce", "cw")
@@ -63,9 +63,25 @@ def prepare(model: nn.Module, images: torch.Tensor,
     Returns: ``(images, labels)``, detached (they may share the caller's storage, so
     attacks must not modify them in place).
     """
+    images, labels, verdict = prepare_deferred(model, images, labels)
+    verdict()
+    return images, labels
+
+
+def prepare_deferred(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], None]]:
+    """:func:`prepare`, except that on CUDA the [0, 1] check of the images is only started.
+
+    Returns ``(images, labels, verdict)``: call ``verdict()`` once the attack's work is
+    queued; it raises ``ValueError`` for images outside [0, 1]. Getting the answer of a
+    check that reads the whole batch makes the CPU wait for the GPU; asked at the end it is
+    ready by then, so the attack does not stall the device once per call
+    (:func:`nslib.utils.start_range_check`). On the CPU the check is done at once.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    check_images(images)
+    check_images(images, values=False)
+    verdict = start_range_check(images)
     check_labels(images, labels)
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if param is not None:
@@ -78,7 +94,7 @@ def prepare(model: nn.Module, images: torch.Tensor,
     else:
         device = images.device
     # No copy needed: the attacks never write into ``images`` in place.
-    return images.detach().to(device), labels.detach().to(device)
+    return images.detach().to(device), labels.detach().to(device), verdict
 
 
 @contextlib.contextmanager

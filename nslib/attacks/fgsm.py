@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..utils import check_eps
-from .base import Attack, attack_context, input_gradient, prepare
+from .base import Attack, attack_context, input_gradient, prepare_deferred
 
 __all__ = ["fgsm", "FGSM"]
 
@@ -51,10 +51,12 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     Taught in notebooks/01_attacks.ipynb.
     """
     check_eps(eps, "eps")
-    images, labels = prepare(model, images, labels)
+    images, labels, verdict = prepare_deferred(model, images, labels)
     with attack_context(model):
         grad = input_gradient(model, images, labels, targeted=targeted)
-    return torch.clamp(images + eps * grad.sign(), min=0, max=1).detach()
+    adv = torch.clamp(images + eps * grad.sign(), min=0, max=1).detach()
+    verdict()  # images outside [0, 1] raise; asked last, so a CUDA check does not stall the device
+    return adv
 
 
 class FGSM(Attack):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..utils import check_eps
-from .base import Attack, attack_context, check_steps, input_gradient, prepare, project_linf
+from .base import Attack, attack_context, check_steps, input_gradient, prepare_deferred, project_linf
 
 __all__ = ["mim", "MIM"]
 
@@ -66,7 +66,7 @@ def mim(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     check_eps(alpha, "alpha")
     check_steps(steps)
     _check_decay(decay)
-    images, labels = prepare(model, images, labels)
+    images, labels, verdict = prepare_deferred(model, images, labels)
     dims = tuple(range(1, images.dim()))
     momentum = torch.zeros_like(images)
     adv = images
@@ -78,6 +78,7 @@ def mim(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
             grad = grad + momentum * decay
             momentum = grad
             adv = project_linf(adv + alpha * grad.sign(), images, eps)
+    verdict()  # images outside [0, 1] raise; asked last, so a CUDA check does not stall the device
     return adv
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..utils import check_eps
 from .base import (LOSSES, NORMS, Attack, _per_sample, attack_context, check_choice,
-                   check_steps, input_gradient, prepare, project_l2, project_linf)
+                   check_steps, input_gradient, prepare_deferred, project_l2, project_linf)
 
 __all__ = ["pgd", "PGD", "random_start_linf", "random_start_l2"]
 
@@ -107,7 +107,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     norm = check_choice(norm, "norm", NORMS)
     loss = check_choice(loss, "loss", LOSSES)
     _check_kappa(kappa)
-    images, labels = prepare(model, images, labels)
+    images, labels, verdict = prepare_deferred(model, images, labels)
     with attack_context(model):
         if random_start:
             adv = (random_start_linf if norm == "Linf" else random_start_l2)(images, eps)
@@ -120,6 +120,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
             else:
                 grad_norms = grad.flatten(1).norm(p=2, dim=1) + 1e-10
                 adv = project_l2(adv + alpha * (grad / _per_sample(grad_norms, grad)), images, eps)
+    verdict()  # images outside [0, 1] raise; asked last, so a CUDA check does not stall the device
     return adv
 
 

@@ -21,10 +21,26 @@ from ..utils import default_device, default_eps, pgd_step
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Context", "Result", "MODELS", "short_name", "data_file", "pgd_inputs"]
+__all__ = ["Context", "Result", "MODELS", "SHIPPED_SEEDS", "seed_name", "short_name", "data_file", "pgd_inputs",
+           "mean_std"]
 
 #: The four shipped models, in the order every table and figure shows them.
 MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
+#: The training seeds shipped for each of them: seed 0 is the course's model (``mnist_sns``),
+#: seeds 1 and 2 (``mnist_sns_seed1`` ...) measure how much a result moves between training runs.
+SHIPPED_SEEDS = (0, 1, 2)
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The checkpoint name of one training seed of a model.
+
+    Example:
+        >>> seed_name("mnist_sns", 0), seed_name("mnist_sns", 2)
+        ('mnist_sns', 'mnist_sns_seed2')
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a training seed is an int >= 0, got {seed!r}.")
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def short_name(name: str) -> str:
@@ -39,7 +55,15 @@ def data_file(name: str) -> Path:
 
 @dataclass
 class Context:
-    """What every step needs: where to write, how big, which device; and which files it read."""
+    """What every step needs: where to write, how big, which device, how many training seeds,
+    which AutoAttack; and which files it read.
+
+    ``seeds`` training seeds per recipe (0 .. seeds-1): retrained ones in full mode; in quick
+    mode the shipped ones among them (at most ``len(SHIPPED_SEEDS)``; a model with fewer
+    shipped seeds uses those it has, :meth:`seeds_of`). ``autoattack`` is the
+    AutoAttack version (``nslib.autoattack``): ``"quick"`` (our CPU subset) by default in
+    quick mode, ``"standard"`` in full mode.
+    """
 
     out: Path
     quick: bool = True
@@ -47,16 +71,49 @@ class Context:
     device: torch.device = field(default_factory=default_device)
     progress: bool = True
     n_images: int | None = None
+    seeds: int = len(SHIPPED_SEEDS)
+    autoattack: str | None = None
     used_checkpoints: dict[str, str] = field(default_factory=dict)  # label -> file
     used_data: dict[str, str] = field(default_factory=dict)  # label -> file
+
+    def __post_init__(self):
+        from ..autoattack import check_version
+
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds (training seeds per recipe) must be an int >= 1, got {self.seeds!r}.")
+        if self.quick and self.seeds > len(SHIPPED_SEEDS):
+            raise ValueError(f"quick mode uses the shipped seeds, and {len(SHIPPED_SEEDS)} are shipped; got seeds="
+                             f"{self.seeds}. Use --seeds {len(SHIPPED_SEEDS)} or fewer, or --full to train more.")
+        if self.autoattack is None:
+            self.autoattack = "quick" if self.quick else "standard"
+        check_version(self.autoattack)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The training seeds of this run: ``0 .. seeds - 1``."""
+        return list(range(self.seeds))
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The training seeds of model ``name`` this run uses: all of :attr:`seed_list` in full
+        mode; in quick mode those shipped (listed in the manifest), seed 0 always."""
+        if not self.quick:
+            return self.seed_list
+        shipped = set(pretrained_names())
+        return [s for s in self.seed_list if s == 0 or seed_name(name, s) in shipped]
+
+    def common_seeds(self) -> list[int]:
+        """The training seeds every one of the four models has (:meth:`seeds_of`): what E1 and
+        E6 compare, since they set the models against each other seed by seed."""
+        return [s for s in self.seed_list if all(s in self.seeds_of(name) for name in MODELS)]
 
     @property
     def n(self) -> int:
         """Test images used by the attack-based steps: 200 quick, 1000 full, unless set."""
         return self.n_images or (200 if self.quick else 1000)
 
-    def checkpoint_path(self, name: str) -> Path:
-        """The shipped checkpoint (quick) or the one retrained by the ``models`` step (full)."""
+    def checkpoint_path(self, name: str, seed: int = 0) -> Path:
+        """The shipped checkpoint (quick) or the one retrained by the ``models`` step (full), of a training seed."""
+        name = seed_name(name, seed)
         if self.quick:
             if name not in pretrained_names():
                 raise FileNotFoundError(
@@ -69,19 +126,22 @@ class Context:
                                     f"`python -m nslib reproduce --full --steps models --out {self.out}` first.")
         return path
 
-    def model(self, name: str) -> nn.Module:
-        """A model by name, in eval mode on the device; its checkpoint is recorded for the step's key."""
-        path = self.checkpoint_path(name)
+    def model(self, name: str, seed: int = 0) -> nn.Module:
+        """A model by name (and training seed), in eval mode on the device; its checkpoint is
+        recorded for the step's key."""
+        path = self.checkpoint_path(name, seed)
         if self.quick:
-            model, _ = load_pretrained(name, map_location=self.device)  # sha256-checked
+            model, _ = load_pretrained(seed_name(name, seed), map_location=self.device)  # sha256-checked
         else:
             model, _ = load_checkpoint(path, map_location=self.device)
-        self.used_checkpoints[name] = str(path)
+        self.used_checkpoints[seed_name(name, seed)] = str(path)
         return model.to(self.device).eval()
 
-    def checkpoint_info(self, name: str) -> dict:
-        """The checkpoint's recipe, metrics and training log (no weights)."""
-        info = read_checkpoint(self.checkpoint_path(name))
+    def checkpoint_info(self, name: str, seed: int = 0) -> dict:
+        """The checkpoint's recipe, metrics and training log (no weights); recorded for the step's key."""
+        path = self.checkpoint_path(name, seed)
+        self.used_checkpoints[seed_name(name, seed)] = str(path)
+        info = read_checkpoint(path)
         info.pop("state_dict", None)
         return info
 
@@ -117,6 +177,21 @@ class Result:
     def figures(self) -> dict[str, Figure]:
         """The figures by file name."""
         return {name: fig for name, fig in self.outputs.items() if not isinstance(fig, list)}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``n - 1``; 0 for one value) of per-seed results.
+
+    Example:
+        >>> mean_std([0.90, 0.92, 0.94])
+        (0.92, 0.02)
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value.")
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return round(mean, 10), round(var ** 0.5, 10)
 
 
 def pgd_inputs(ctx: Context, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

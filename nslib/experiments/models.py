@@ -23,9 +23,11 @@ import torch
 from .. import data
 from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, save_checkpoint
 from ..utils import default_device, pgd_step, seed_everything
-from .context import MODELS, Context, Result, data_file, short_name
+from .context import MODELS, SHIPPED_SEEDS, Context, Result, data_file, mean_std, seed_name, short_name
 
-__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "retrain_settings", "retrain", "run"]
+__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "SHIPPED_SEEDS", "seed_name", "retrain_settings",
+           "retrain",
+           "checkpoint_metrics", "reevaluate", "run"]
 
 #: The architecture and data set of the shipped models.
 SHIPPED_ARCH, SHIPPED_DATASET = "smallcnn", "mnist5k"
@@ -63,7 +65,8 @@ def retrain_settings(name: str) -> dict:
 
 
 def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: dict, *, device=None,
-            progress: bool = True, n: int = 1000, seed: int = 0, command: str | None = None) -> Path:
+            progress: bool = True, n: int = 1000, seed: int = 0, command: str | None = None,
+            autoattack: str | None = "quick") -> Path:
     """Train a model from ``settings`` into ``run_dir`` (resumable), evaluate it, save ``checkpoint``.
 
     The weights are initialised after seeding with the recipe's seed, as ``python -m nslib
@@ -82,11 +85,12 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
             **SHIPPED_RECIPES[name]}``.
         device (optional): Default: ``nslib.utils.default_device()``.
         n (int, optional): test images of the headline metrics. Default: ``1000``.
+        autoattack (str, optional): AutoAttack version of the metrics (``"standard"``, or
+            ``"quick"``: our CPU subset). Default: ``"quick"``.
 
     Returns:
         Path: ``checkpoint``.
     """
-    from ..evaluation import headline_metrics
     from ..models import build
     from ..training import TrainConfig, train
 
@@ -101,10 +105,8 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
     log = train(model, data.load(dataset, "train"), config=config, test_data=data.load(dataset, "test"),
                 out=run_dir, device=device, progress=progress)
     seconds = round(time.time() - start)
-    x, y = data.load(dataset, "test").tensors(n)
-    metrics = headline_metrics(model.eval(), x.to(device), y.to(device), seed=seed)
-    metrics.update(eval=f"{dataset} test ({len(y)}): FGSM eps 0.3; PGD-40 Linf eps 0.3 step 0.01 random start, "
-                        f"seed {seed}", train_seconds=seconds, train_threads=torch.get_num_threads())
+    metrics = checkpoint_metrics(model, dataset, n=n, seed=seed, autoattack=autoattack, device=device)
+    metrics.update(train_seconds=seconds, train_threads=torch.get_num_threads())
     stored = read_checkpoint(run_dir / "model.pt")["recipe"]
     if command is not None:
         stored = {**stored, "command": command}
@@ -112,32 +114,96 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
     return Path(checkpoint)
 
 
-def _row(name: str, info: dict) -> dict:
+def checkpoint_metrics(model, dataset: str, *, n: int = 1000, seed: int = 0, autoattack: str | None = "quick",
+                       device=None) -> dict:
+    """The headline metrics a checkpoint carries (``nslib.evaluation.headline_metrics``) on the
+    first ``n`` test images of ``dataset``, at its standard eps, with a description (``eval``)."""
+    from ..evaluation import headline_metrics
+    from ..utils import default_eps
+
+    device = torch.device(device) if device is not None else default_device()
+    x, y = data.load(dataset, "test").tensors(n)
+    eps = default_eps(x.shape[1])
+    metrics = headline_metrics(model.to(device).eval(), x.to(device), y.to(device), eps=eps, seed=seed,
+                               autoattack=autoattack)
+    metrics["eval"] = (f"{dataset} test ({len(y)}): FGSM eps {eps:g}; PGD-40 Linf eps {eps:g} step {eps / 30:g} "
+                       f"random start; {metrics.get('aa_version', 'no AutoAttack')}; seed {seed}")
+    return metrics
+
+
+def reevaluate(checkpoint: str | Path, *, n: int = 1000, seed: int = 0, autoattack: str | None = "quick",
+               device=None) -> dict:
+    """Recompute a saved checkpoint's headline metrics with today's evaluation and save it again
+    (weights, recipe and log unchanged; ``train_seconds``/``train_threads`` kept). Returns the metrics."""
+    from ..checkpoints import load_checkpoint
+
+    model, info = load_checkpoint(checkpoint)
+    metrics = checkpoint_metrics(model, info["dataset"], n=n, seed=seed, autoattack=autoattack, device=device)
+    metrics.update({k: info["metrics"][k] for k in ("train_seconds", "train_threads") if k in info["metrics"]})
+    save_checkpoint(checkpoint, model.cpu(), arch=info["arch"], dataset=info["dataset"], recipe=info["recipe"],
+                    metrics=metrics, log=info.get("log", []))
+    return metrics
+
+
+def model_row(name: str, seed: int, info: dict) -> dict:
     """The ``models.csv`` row of a checkpoint: its recipe's options and its headline metrics."""
     recipe, metrics = info["recipe"], info["metrics"]
     options = {"trades": f"beta {recipe.get('beta')}", "sns": (
         f"lambda {recipe.get('lam')}, k {recipe.get('k')}, layers {'+'.join(recipe.get('layers') or [])}")}
-    return {"model": short_name(name), "recipe": recipe["recipe"], "options": options.get(recipe["recipe"], ""),
-            "epochs": recipe["epochs"], "eps": recipe.get("eps"),
-            **{k: metrics[k] for k in ("clean_acc", "fgsm_acc", "pgd40_acc")}}
+    return {"model": short_name(name), "seed": seed, "recipe": recipe["recipe"],
+            "options": options.get(recipe["recipe"], ""), "epochs": recipe["epochs"], "eps": recipe.get("eps"),
+            **{k: metrics.get(k) for k in METRICS}, "n": metrics.get("n"), "autoattack": metrics.get("aa_version")}
+
+
+#: The headline metrics of a checkpoint that the tables show (``nslib.evaluation.headline_metrics``).
+METRICS = ("clean_acc", "fgsm_acc", "pgd40_acc", "aa_acc", "worst_acc")
+
+
+def _retrain_seed(ctx: Context, name: str, seed: int) -> None:
+    """``--full``: retrain one seed of a shipped model from the recipe its checkpoint carries."""
+    ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
+    ctx.uses(SHIPPED_DATASET, data_file(SHIPPED_DATASET))
+    run_name = seed_name(name, seed)
+    retrain(run_name, ctx.out / "runs" / run_name, ctx.out / "models" / f"{run_name}.pt",
+            {**retrain_settings(name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,
+            seed=ctx.seed, autoattack=ctx.autoattack)
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each model's metrics (``models.csv`` rows in)."""
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        row = {"model": model, "seeds": len(mine)}
+        for key in METRICS:  # None where a checkpoint lacks the metric (one made before AutoAttack)
+            known = all(r[key] is not None for r in mine)
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in mine]) if known else (None, None)
+        summary.append(row)
+    return summary
 
 
 def run(ctx: Context) -> Result:
-    """The four models and their headline numbers: shipped (quick) or retrained from their recipes (full)."""
+    """The four models, every training seed, and their headline numbers: shipped (quick) or
+    retrained from their recipes (full)."""
     rows = []
     for name in MODELS:
-        if not ctx.quick:
-            ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
-            ctx.uses(SHIPPED_DATASET, data_file(SHIPPED_DATASET))
-            retrain(name, ctx.out / "runs" / name, ctx.out / "models" / f"{name}.pt", retrain_settings(name),
-                    device=ctx.device, progress=ctx.progress, n=ctx.n, seed=ctx.seed)
-        ctx.model(name)
-        rows.append(_row(name, ctx.checkpoint_info(name)))
-        print(f"  {rows[-1]['model']:8s} clean {rows[-1]['clean_acc']:.3f}  FGSM {rows[-1]['fgsm_acc']:.3f}  "
-              f"PGD-40 {rows[-1]['pgd40_acc']:.3f}")
-    where = ("the shipped checkpoints (data/checkpoints/, 1,000 test images)" if ctx.quick else
-             f"retrained here from the shipped recipes ({ctx.n} test images)")
-    finding = ("The four models of the same CNN, " + where + ": "
-               + "; ".join(f"{r['model']} {r['clean_acc']:.1%} clean, {r['pgd40_acc']:.1%} under PGD-40 at ε = 0.3"
-                           for r in rows) + " (`models.csv`).")
-    return Result(finding, {"models.csv": rows})
+        for seed in ctx.seeds_of(name):
+            if not ctx.quick:
+                _retrain_seed(ctx, name, seed)
+            rows.append(model_row(name, seed, ctx.checkpoint_info(name, seed)))
+    summary = seed_summary(rows)
+    for r in summary:
+        print(f"  {r['model']:8s} {r['seeds']} seeds  clean {r['clean_acc_mean']:.3f}±{r['clean_acc_std']:.3f}  "
+              f"PGD-40 {r['pgd40_acc_mean']:.3f}±{r['pgd40_acc_std']:.3f}"
+              + (f"  AutoAttack {r['aa_acc_mean']:.3f}±{r['aa_acc_std']:.3f}" if r["aa_acc_mean"] is not None else ""))
+    where = ("the shipped checkpoints (data/checkpoints/)" if ctx.quick else "retrained here from the shipped recipes")
+    n, label = rows[0]["n"], rows[0]["autoattack"] or "no AutoAttack"
+    counts = ", ".join(f"{r['model']} {r['seeds']}" for r in summary)
+    finding = (f"The four models of the same CNN ({where}; training seeds: {counts}); mean ± std over seeds "
+               f"on {n} test images ({label}): "
+               + "; ".join(f"{r['model']} {r['clean_acc_mean']:.1%} ± {r['clean_acc_std']:.1%} clean, "
+                           f"{r['pgd40_acc_mean']:.1%} ± {r['pgd40_acc_std']:.1%} under PGD-40"
+                           + (f", {r['aa_acc_mean']:.1%} ± {r['aa_acc_std']:.1%} under AutoAttack"
+                              if r["aa_acc_mean"] is not None else "") for r in summary)
+               + " at ε = 0.3 (`models.csv`, `models_seeds.csv`).")
+    return Result(finding, {"models.csv": rows, "models_seeds.csv": summary})

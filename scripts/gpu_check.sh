@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The CUDA check, as one command for a session with a GPU: bash scripts/gpu_check.sh [log folder]
+# Logs go to $1 (default gpu-check/); exits 1 if any part failed. Each part has a time limit in seconds
+# (override: T_TESTS, T_REPRODUCE, T_BENCH, T_SLOW) so the whole stays under 10 minutes of device time.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu-check}
+py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}  # needs torch with CUDA
+mkdir -p "$out"
+failed=()
+part() {  # part NAME LIMIT COMMAND...: run COMMAND for at most LIMIT seconds, output into $out/NAME.log
+    local name=$1 limit=$2; shift 2
+    echo "== $name (at most ${limit}s): $*"
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$out/$name.log" 2>&1 || failed+=("$name (exit $?)")
+    echo "   $((SECONDS - start))s; last line: $(tail -n 1 "$out/$name.log")"
+}
+"$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.__version__, torch.cuda.get_device_name())" \
+    | tee "$out/device.txt" || exit 1
+# 1. The whole test suite on CUDA (NSLIB_TEST_DEVICE; the header names the GPU), the slow newcomer
+#    test in part 4 so that a hang there cannot cost these results. About 2-4 min.
+part tests "${T_TESTS:-300}" env NSLIB_TEST_DEVICE=cuda "$py" -m pytest tests -m "not slow" -p no:cacheprovider -rs --durations=20
+# 2. The quick reproduction (shipped checkpoints, 200 images, every step of E1-E7) on CUDA, into a
+#    fresh folder, every step forced. About 1-2 min.
+part reproduce "${T_REPRODUCE:-150}" "$py" -m nslib reproduce --quick --device cuda --force --no-progress --out "$out/results"
+# 3. FGSM and PGD against torchattacks (ours/theirs < 1: nslib is faster), smallcnn on mnist5k,
+#    then resnet18 on random 32x32 images. Under a minute.
+part bench "${T_BENCH:-60}" bash -c "'$py' bench/attacks.py --device cuda && '$py' bench/attacks.py --device cuda --arch resnet18 --n 256"
+# 4. The slow test (`make reproduce` in a fresh clone and .venv): needs pip's cache or the network.
+part slow_tests "${T_SLOW:-45}" env NSLIB_TEST_DEVICE=cuda "$py" -m pytest tests -m slow -p no:cacheprovider -rs
+if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]} (logs in $out/)"; exit 1; fi
+echo "all parts passed (logs in $out/)"
