@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .utils import default_eps, default_l2_eps, eval_mode, model_device, pgd_step
+from .utils import default_eps, default_l2_eps, eval_mode, mean_std, model_device, pgd_step
 
 __all__ = ["accuracy", "headline_metrics", "compare_worst_case", "compare_over_seeds", "worst_case", "default_suite",
            "autoattack_suite", "spec_attack", "describe_spec", "stages_of", "robustness_table", "masking_warnings",
@@ -586,14 +586,13 @@ def compare_over_seeds(model: list[float], baseline: list[float], n: int) -> dic
     """
     if not model or not baseline:
         raise ValueError("compare_over_seeds needs at least one accuracy per side.")
-    a, b = torch.tensor(model, dtype=torch.float64), torch.tensor(baseline, dtype=torch.float64)
-    std = [float(t.std()) if len(t) > 1 else 0.0 for t in (a, b)]
-    p = float(b.mean())
-    se = (std[0] ** 2 / len(a) + std[1] ** 2 / len(b) + (_noise(p, n) / 2) ** 2) ** 0.5
-    difference = float(a.mean() - b.mean())
+    (mean_a, std_a), (p, std_b) = mean_std(model), mean_std(baseline)
+    se = (std_a ** 2 / len(model) + std_b ** 2 / len(baseline) + (_noise(p, n) / 2) ** 2) ** 0.5
+    difference = mean_a - p
     verdict = "beat" if difference > 2 * se else "fell behind" if difference < -2 * se else "matched"
-    return {"mean": (float(a.mean()), p), "std": tuple(std), "difference": difference, "se": se, "noise": 2 * se,
-            "seeds": (len(a), len(b)), "seed_variance_known": len(a) > 1 and len(b) > 1, "verdict": verdict}
+    return {"mean": (mean_a, p), "std": (std_a, std_b), "difference": difference, "se": se, "noise": 2 * se,
+            "seeds": (len(model), len(baseline)), "seed_variance_known": len(model) > 1 and len(baseline) > 1,
+            "verdict": verdict}
 
 
 def masking_warnings(rows: list[dict]) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .checkpoints import atomic_write_text
 
-__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep", "record_seed", "run_name"]
+__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep", "record_seed"]
 
 #: The settings every run shares unless it changes one of them.
 DEFAULT = {"lam": 0.01, "k": 0.1, "layers": ["conv3", "conv4", "fc1"]}
@@ -42,16 +42,9 @@ def record_seed(record: dict) -> int:
     return record.get("seed", 0)
 
 
-def run_name(name: str, seed: int = 0) -> str:
-    """The run folder of a setting's training seed: ``"lam0.01"`` for seed 0, ``"lam0.01_seed1"``..."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"a training seed is an int >= 0, got {seed!r}.")
-    return name if seed == 0 else f"{name}_seed{seed}"
-
-
 def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
                 device=None, threads: int | None = None, seed: int = 0) -> dict:
-    """Train and evaluate one setting with training ``seed`` into ``runs_dir/run_name(name, seed)``
+    """Train and evaluate one setting with training ``seed`` into ``runs_dir/seed_name(name, seed)``
     (resumable); return its record.
 
     The record holds the setting, its ``seed``, ``clean_acc``, ``pgd40_acc`` and the layer
@@ -74,7 +67,9 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
     from .training import SETTINGS, TrainConfig, train
     from .utils import default_device, seed_everything
 
-    folder = Path(runs_dir) / run_name(name, seed)  # checks seed
+    from .utils import seed_name
+
+    folder = Path(runs_dir) / seed_name(name, seed)  # checks seed
     device = torch.device(device) if device is not None else default_device()
     settings = {**DEFAULT, **change}
     recipe = "pgd_at" if settings["lam"] == 0 else "sns"

@@ -24,6 +24,8 @@ __all__ = [
     "model_device",
     "default_eps",
     "default_l2_eps",
+    "seed_name",
+    "mean_std",
     "pgd_step",
     "env_flag",
     "quick_mode",
@@ -230,3 +232,30 @@ def check_eps(value: float, name: str = "eps") -> None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The name of one training seed of a model or sweep setting (its checkpoint, its run folder).
+
+    Example:
+        >>> seed_name("mnist_sns", 0), seed_name("mnist_sns", 2)
+        ('mnist_sns', 'mnist_sns_seed2')
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a training seed is an int >= 0, got {seed!r}.")
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``n - 1``; 0 for one value) of per-seed results.
+
+    Example:
+        >>> mean_std([0.90, 0.92, 0.94])
+        (0.92, 0.02)
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value.")
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return round(mean, 10), round(var ** 0.5, 10)

@@ -16,7 +16,7 @@ from torch import nn
 from .. import data
 from ..checkpoints import CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names, pretrained_path, \
     read_checkpoint
-from ..utils import default_device, default_eps, pgd_step
+from ..utils import default_device, default_eps, mean_std, pgd_step, seed_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,18 +29,6 @@ MODELS = ("mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns")
 #: The training seeds shipped for each of them: seed 0 is the course's model (``mnist_sns``),
 #: seeds 1 and 2 (``mnist_sns_seed1`` ...) measure how much a result moves between training runs.
 SHIPPED_SEEDS = (0, 1, 2)
-
-
-def seed_name(name: str, seed: int) -> str:
-    """The checkpoint name of one training seed of a model.
-
-    Example:
-        >>> seed_name("mnist_sns", 0), seed_name("mnist_sns", 2)
-        ('mnist_sns', 'mnist_sns_seed2')
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"a training seed is an int >= 0, got {seed!r}.")
-    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def short_name(name: str) -> str:
@@ -177,21 +165,6 @@ class Result:
     def figures(self) -> dict[str, Figure]:
         """The figures by file name."""
         return {name: fig for name, fig in self.outputs.items() if not isinstance(fig, list)}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``n - 1``; 0 for one value) of per-seed results.
-
-    Example:
-        >>> mean_std([0.90, 0.92, 0.94])
-        (0.92, 0.02)
-    """
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("mean_std needs at least one value.")
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return round(mean, 10), round(var ** 0.5, 10)
 
 
 def pgd_inputs(ctx: Context, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
