@@ -1,7 +1,8 @@
 """Neuron ablation and stabilisation: do the sensitive neurons drive the wrong prediction?
 
-Experiment E3 of SPEC.md (finding 1 of Zhang et al., 2021). On adversarial inputs
-``x'`` we change a few neurons of one layer and look at the prediction:
+Experiment E3 (finding 1 of Zhang et al., 2021; ``docs/experiments.md#e3-ablation``).
+On adversarial inputs ``x'`` we change a few neurons of one layer and look at the
+prediction:
 
 - *stabilise*: the chosen neurons output what they output on the paired benign input,
   ``F_l^i(x') <- F_l^i(x)``, the rest of the layer keeps its adversarial output;
@@ -10,6 +11,10 @@ Experiment E3 of SPEC.md (finding 1 of Zhang et al., 2021). On adversarial input
 
 If the top-k most sensitive neurons (largest ``sigma_l^i``) matter, changing them
 moves the prediction back far more than k random or the k least sensitive neurons.
+Choose the neurons on other images than those the ablation is measured on
+(:func:`selection_split`): top-k chosen on the very pairs it is then evaluated on is
+flattered by a selection bias (the neurons the attack happened to move most on *these*
+pairs).
 
 As in Captum, an ablation is a forward hook that *returns* the replacement output; the
 hooks are registered inside ``try`` and removed in ``finally``. A neuron is one entry
@@ -37,8 +42,8 @@ from nslib.hooks import LayerSpec, forward_hooks, resolve_layers
 from nslib.sensitivity import rank_neurons
 from nslib.utils import check_images, check_labels, eval_mode, model_device
 
-__all__ = ["Neurons", "select_neurons", "neuron_means", "deactivate", "stabilise", "stabilize",
-           "ablation_sweep", "summarise_sweep", "SELECTIONS", "MODES"]
+__all__ = ["Neurons", "select_neurons", "selection_split", "neuron_means", "deactivate", "stabilise",
+           "stabilize", "ablation_sweep", "summarise_sweep", "SELECTIONS", "MODES"]
 
 #: Chosen neurons: ``{layer (dotted name or module): indices along dim 1}``.
 Neurons = Mapping[LayerSpec, Union[Sequence[int], torch.Tensor]]
@@ -80,6 +85,43 @@ def select_neurons(scores: torch.Tensor, k: int, selection: str = "top", *,
         generator = torch.Generator().manual_seed(seed)
         return torch.randperm(scores.numel(), generator=generator, device="cpu")[:k]
     raise ValueError(f"unknown selection {selection!r}; use one of {SELECTIONS}.")
+
+
+def selection_split(*tensors: torch.Tensor, n_select: int
+                    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Split paired tensors into a *selection* part and a disjoint *evaluation* part.
+
+    E3's protocol: the sensitivity ``sigma_l`` that picks the top-k neurons is measured on
+    the selection pairs, the ablation (:func:`ablation_sweep`) on the evaluation pairs, so
+    the neurons are not chosen on the images they are judged on. The split is by position:
+    the first ``n_select`` entries along dim 0 select, the rest evaluate (unshuffled, so it
+    is the same on every run).
+
+    Args:
+        *tensors (Tensor): paired tensors with the same length ``N`` along dim 0, e.g.
+            ``benign (N, C, H, W)``, ``adversarial (N, C, H, W)``, ``labels (N,)``.
+        n_select (int): entries used for selection, ``1 <= n_select < N``.
+
+    Returns:
+        ``(selection, evaluation)``: two tuples holding ``t[:n_select]`` and ``t[n_select:]``
+        of every tensor, in the order given (views, not copies).
+
+    Example:
+        >>> (x_s, y_s), (x_e, y_e) = selection_split(torch.zeros(10, 1, 2, 2), torch.arange(10), n_select=4)
+        >>> y_s.tolist(), y_e.tolist()
+        ([0, 1, 2, 3], [4, 5, 6, 7, 8, 9])
+    """
+    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in tensors):
+        raise TypeError("selection_split takes the paired tensors to split, e.g. "
+                        "selection_split(benign, adversarial, labels, n_select=100).")
+    lengths = [len(t) for t in tensors]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"the tensors must be paired (same length along dim 0), got lengths {lengths}.")
+    n = lengths[0]
+    if isinstance(n_select, bool) or not isinstance(n_select, int) or not 1 <= n_select < n:
+        raise ValueError(f"n_select must be an int in [1, {n - 1}] so that both parts are non-empty "
+                         f"(N = {n}), got {n_select!r}.")
+    return tuple(t[:n_select] for t in tensors), tuple(t[n_select:] for t in tensors)
 
 
 def _resolve_neurons(model: nn.Module, neurons: Neurons) -> dict[str, tuple[nn.Module, torch.Tensor]]:
@@ -355,9 +397,14 @@ def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Te
                    batch_size: int = 256, progress: bool = False) -> list[dict]:
     """Adversarial accuracy and attack success rate when k neurons of one layer are ablated.
 
-    E3 of SPEC.md: for each selection (top-k by ``sigma_l``, k random with several seeds,
-    bottom-k) and each k, stabilise (``F_l^i(x') <- F_l^i(x)``) or deactivate
-    (``F_l^i(x') <- value``) the chosen neurons and classify the adversarial inputs.
+    E3 (``docs/experiments.md#e3-ablation``): for each selection (top-k by ``sigma_l``,
+    k random with several seeds, bottom-k) and each k, stabilise (``F_l^i(x') <- F_l^i(x)``)
+    or deactivate (``F_l^i(x') <- value``) the chosen neurons and classify the adversarial
+    inputs.
+
+    The neurons are chosen from ``sensitivity`` alone, so *where* it was measured is the
+    caller's choice: measure it on other pairs than ``benign``/``adversarial``
+    (:func:`selection_split`), or top-k profits from a selection bias.
 
     Args:
         model (nn.Module): the classifier; run in eval mode, the caller's mode restored.
@@ -365,7 +412,9 @@ def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Te
         adversarial (Tensor): their adversarial examples ``x'``, same shape and order.
         labels (Tensor): true classes ``(N,)``.
         sensitivity (dict or Tensor): ``{layer: sigma (neurons,)}`` from
-            :func:`nslib.sensitivity.neuron_sensitivity`, or the layer's tensor itself.
+            :func:`nslib.sensitivity.neuron_sensitivity`, or the layer's tensor itself:
+            the scores that pick the neurons, measured on *selection* pairs disjoint from
+            ``benign``/``adversarial`` (:func:`selection_split`).
         layer (str or nn.Module): the layer whose neurons are ablated.
         ks (sequence of int): the numbers of neurons; ``0`` gives the plain attack.
         mode (str, optional): ``"stabilise"`` or ``"deactivate"``. Default: ``"stabilise"``.
@@ -387,7 +436,9 @@ def ablation_sweep(model: nn.Module, benign: torch.Tensor, adversarial: torch.Te
         there are none). Summarise with :func:`summarise_sweep`.
 
     Example:
-        >>> records = ablation_sweep(model, x, x_adv, y, sigma, "conv3", [0, 1, 5])  # doctest: +SKIP
+        >>> select, evaluate = selection_split(x, x_adv, y, n_select=100)  # doctest: +SKIP
+        >>> sigma = neuron_sensitivity(model, select[0], select[1], ["conv3"])  # doctest: +SKIP
+        >>> records = ablation_sweep(model, *evaluate, sigma, "conv3", [0, 1, 5])  # doctest: +SKIP
         >>> summarise_sweep(records)[0]["accuracy_mean"]  # doctest: +SKIP
     """
     from tqdm.auto import tqdm

@@ -1,11 +1,18 @@
 """Student and instructor editions of the notebooks.
 
 The notebooks in ``notebooks/`` are the instructor edition: each exercise's solution sits
-between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` lines (as in nbgrader). The student
-edition replaces each such block with ``raise NotImplementedError(...)`` at the same
-indentation and clears every output::
+between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` lines (as in nbgrader), and each open
+question's answer is a markdown cell that starts with ``**Instructor answer.**``. The student
+edition replaces each solution block with ``raise NotImplementedError(...)`` at the same
+indentation, each answer cell with :data:`TEXT_STUB`, and clears every output::
 
     python -m nslib student            # writes student/*.ipynb
+
+The instructor edition carries nbgrader's cell metadata (:func:`add_grading`, run by
+``python -m nslib clean-notebooks``): exercise cells are solution cells, each is followed by
+a locked autograded test cell (``exercises.require(...)``, :data:`POINTS` points), and answer
+cells are manually graded. ``nbgrader generate_assignment`` with :data:`NBGRADER_CONFIG`
+makes the same student edition; ``tests/test_grading.py`` checks it and ``nbgrader autograde``.
 
 ``tests/test_exercises.py`` checks the student edition is current, and that each
 checker prints ``[FAIL]`` on the stub and ``[PASS]`` on the solution.
@@ -17,10 +24,27 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition", "clean_notebook"]
+__all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition", "clean_notebook",
+           "add_grading", "NBGRADER_CONFIG"]
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your code.")'
+#: An open question's instructor answer: a markdown cell starting with this.
+ANSWER = "**Instructor answer.**"
+TEXT_STUB = "**Your answer.** *Write what you did, what you saw, and what you conclude.*"
+#: Points of each autograded test cell, and of each open question (graded by hand).
+POINTS, ANSWER_POINTS = 1, 2
+#: The first line of an autograded test cell.
+TEST_HEADER = "# Autograded test (nbgrader): silent when the checks above pass."
+#: nbgrader settings that make its student version ours (same stubs).
+NBGRADER_CONFIG = {"ClearSolutions": {"code_stub": {"python": STUB}, "text_stub": TEXT_STUB},
+                   "Execute": {"timeout": 900}}
+#: The kernel the notebooks run in, as ipykernel installs it: a notebook whose kernelspec
+#: differs opens as modified in JupyterLab (and autosave rewrites it).
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+#: A tqdm progress bar's text (``attacks:  40%|####  | 2/5 [...]``): transient, never stored.
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+_CHECK_CALL = re.compile(r"^exercises\.(check_\w+)\((.*)\)\s*$")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,15 +69,81 @@ def strip_solutions(source: str) -> str:
     return "\n".join(out)
 
 
+def _nbgrader(grade_id: str, *, solution: bool = False, grade: bool = False, points: int = 0) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
+            "solution": solution, "task": False}
+    return {**meta, "points": points} if grade else meta
+
+
+def _is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and cell.source.startswith(TEST_HEADER)
+
+
+def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
+    """Give ``notebook`` (in place) nbgrader's metadata and one autograded test cell per exercise.
+
+    Every exercise cell (a solution block, ending with ``exercises.check_<what>(<args>)``)
+    becomes a solution cell and is followed by the test cell
+    ``exercises.require(exercises.check_<what>, <args>)``; every ``**Instructor answer.**``
+    cell becomes a manually graded answer. Idempotent; other cells lose any nbgrader metadata.
+
+    Raises:
+        ValueError: an exercise cell does not end with its checker call.
+    """
+    cells = [c for c in notebook.cells if not _is_test_cell(c)]
+    graded, answers = [], 0
+    for cell in cells:
+        cell.metadata.pop("nbgrader", None)
+        graded.append(cell)
+        if cell.cell_type == "markdown" and cell.source.startswith(ANSWER):
+            answers += 1
+            cell.metadata["nbgrader"] = _nbgrader(f"{stem}_answer{answers}", solution=True, grade=True,
+                                                  points=ANSWER_POINTS)
+        if cell.cell_type != "code" or not re.search(rf"^\s*{BEGIN}\s*$", cell.source, re.M):
+            continue
+        call = _CHECK_CALL.match(cell.source.rstrip().splitlines()[-1])
+        if call is None:
+            raise ValueError(f"{stem}: an exercise cell must end with its checker call "
+                             f"`exercises.check_<what>(<your function>)`; this one ends with "
+                             f"{cell.source.rstrip().splitlines()[-1]!r}")
+        cell.metadata["nbgrader"] = _nbgrader(f"{stem}_{call.group(1)}", solution=True)
+        test = nbformat.v4.new_code_cell(f"{TEST_HEADER}\nexercises.require(exercises.{call.group(1)}, {call.group(2)})")
+        test.metadata["nbgrader"] = _nbgrader(f"{stem}_test_{call.group(1)}", grade=True, points=POINTS)
+        test.metadata["editable"] = test.metadata["deletable"] = False
+        old = next((c for c in notebook.cells if _is_test_cell(c)
+                    and c.metadata.get("nbgrader", {}).get("grade_id") == test.metadata["nbgrader"]["grade_id"]), None)
+        if old is not None:  # keep its id (and outputs), refresh its source and metadata
+            old.source, old.metadata = test.source, test.metadata
+            test = old
+        graded.append(test)
+    notebook.cells = graded
+    return notebook
+
+
 def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop machine-specific noise in place: execution timestamps and saved widget state.
+    """Drop machine-specific noise in place (execution timestamps, saved widget state, progress
+    bars, which carry a random widget id and timings) and set the installed kernel's :data:`KERNELSPEC`.
 
     Run after executing a notebook (``python -m nslib clean-notebooks``) so diffs stay small.
     """
     notebook.metadata.pop("widgets", None)
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not _is_progress_bar(o)]
     return notebook
+
+
+def _is_progress_bar(output) -> bool:
+    data = output.get("data", {})
+    text = data.get("text/plain", "") if "application/vnd.jupyter.widget-view+json" in data else (
+        output.get("text", "") if output.get("output_type") == "stream" and output.get("name") == "stderr" else "")
+    return bool(_PROGRESS_BAR.search(text if isinstance(text, str) else "".join(text)))
+
+
+def _stem(path: Path) -> str:
+    return path.stem.split("_")[0]
 
 
 def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
@@ -62,7 +152,7 @@ def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
     for path in sorted(Path(src).glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         before = nbformat.writes(notebook)
-        if nbformat.writes(clean_notebook(notebook)) != before:
+        if nbformat.writes(add_grading(clean_notebook(notebook), _stem(path))) != before:
             nbformat.write(notebook, path)
             changed.append(path)
     return changed
@@ -72,6 +162,8 @@ def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out and all outputs cleared."""
     student = clean_notebook(nbformat.from_dict(notebook))
     for cell in student.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith(ANSWER):
+            cell.source = TEXT_STUB
         if cell.cell_type != "code":
             continue
         cell.source = strip_solutions(cell.source)

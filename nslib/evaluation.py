@@ -11,7 +11,8 @@ from .utils import default_eps, default_l2_eps, eval_mode, mean_std, model_devic
 
 __all__ = ["accuracy", "headline_metrics", "compare_worst_case", "compare_over_seeds", "worst_case", "default_suite",
            "autoattack_suite", "spec_attack", "describe_spec", "stages_of", "robustness_table", "masking_warnings",
-           "flag_masking", "format_table", "save_csv", "robust_accuracy_curve", "CSV_COLUMNS", "EVAL_OPTIONS"]
+           "flag_masking", "format_table", "save_csv", "robust_accuracy_curve", "CSV_COLUMNS", "EVAL_OPTIONS",
+           "format_layer_table"]
 
 
 def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, *,
@@ -614,6 +615,24 @@ def format_table(rows: list[dict], *, digits: int = 1) -> str:
     for m in models:
         lines.append(" ".join([f"{m:<{width}}"] + [f"{cell.get((m, a), '-'):>{w}}"
                                                     for a, w in zip(attacks, cols)]))
+    return "\n".join(lines)
+
+
+
+def format_layer_table(values: dict[str, dict[str, float]], layers: list[str] | None = None, *,
+                       digits: int = 3, label: str = "model") -> str:
+    """A text table of per-layer values (layer sensitivity, raw or relative): one line per model.
+
+    Args:
+        values (dict): ``{model: {layer: value}}``.
+        layers (list of str, optional): the columns. Default: the first model's layers.
+    """
+    layers = list(layers or next(iter(values.values())))
+    width = max([len(m) for m in values] + [len(label)])
+    cols = [max(len(layer), digits + 5) for layer in layers]
+    lines = [" ".join([f"{label:<{width}}"] + [f"{layer:>{w}}" for layer, w in zip(layers, cols)])]
+    for model, row in values.items():
+        lines.append(" ".join([f"{model:<{width}}"] + [f"{row[layer]:>{w}.{digits}f}" for layer, w in zip(layers, cols)]))
     return "\n".join(lines)
 
 

@@ -168,16 +168,20 @@ def plot_sensitivity_distribution(sensitivity: Mapping[str, Mapping[str, torch.T
 
 
 def plot_ablation_curves(records: Sequence[dict], metric: str = "accuracy", *, ax=None,
-                         title: str | None = None) -> Figure:
+                         title: str | None = None, legend: bool = True) -> Figure:
     """E3: adversarial accuracy (or attack success rate) against the number k of neurons ablated.
+
+    When the k's span more than a factor 8 (e.g. 0, 1, 2, 4, ..., all neurons) the k axis is
+    log-like (``symlog``, so k = 0 stays visible) with a tick at every k swept.
 
     Args:
         records (list of dict): :func:`nslib.ablation.ablation_sweep`'s records or
             :func:`nslib.ablation.summarise_sweep`'s summary. Random selections are drawn
             as the mean over seeds with a ±1 std band.
         metric (str, optional): ``"accuracy"`` or ``"success_rate"``. Default: ``"accuracy"``.
-        ax (Axes, optional): draw here. Default: a new figure.
+        ax (Axes, optional): draw here. Default: a new figure of 7 x 4 inches.
         title (str, optional): default names the mode and the layer.
+        legend (bool, optional): draw the legend in the panel. Default: ``True``.
     """
     from nslib.ablation import summarise_sweep
 
@@ -186,7 +190,7 @@ def plot_ablation_curves(records: Sequence[dict], metric: str = "accuracy", *, a
     if not records:
         raise ValueError("records is empty; pass the output of ablation_sweep.")
     summary = records if f"{metric}_mean" in records[0] else summarise_sweep(records)
-    fig, ax = _figure(ax)
+    fig, ax = _figure(ax, figsize=(7.0, 4.0))
     for selection in dict.fromkeys(row["selection"] for row in summary):
         rows = sorted((r for r in summary if r["selection"] == selection), key=lambda r: r["k"])
         k = np.array([r["k"] for r in rows])
@@ -198,33 +202,47 @@ def plot_ablation_curves(records: Sequence[dict], metric: str = "accuracy", *, a
             ax.fill_between(k, mean - std, mean + std, color=colour, alpha=0.25, linewidth=0)
     ax.set(xlabel="k (neurons ablated)", ylim=(-2, 102),
            ylabel="adversarial accuracy (%)" if metric == "accuracy" else "attack success rate (%)")
+    ks = sorted({r["k"] for r in summary})
+    positive = [k for k in ks if k > 0]
+    if positive and positive[-1] > 8 * positive[0]:
+        ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+        ax.set_xlim(-0.2 if ks[0] == 0 else positive[0] / 1.3, ks[-1] * 1.3)
+        ax.set_xticks(ks, [str(k) for k in ks], fontsize=9)
+        ax.xaxis.set_minor_locator(plt.NullLocator())
     mode, layer = summary[0].get("mode"), summary[0].get("layer")
-    ax.set_title(title or f"{(mode or 'ablation').capitalize()} k neurons of {layer or 'the layer'} (E3)")
-    ax.legend()
+    ax.set_title(title or f"{(mode or 'ablation').capitalize()} k neurons of {layer or 'the layer'} (E3)",
+                 fontsize=11)
+    if legend:
+        ax.legend(fontsize=9)
     return fig
 
 
 def plot_ablation_grid(summaries: Mapping[tuple[str, str], Sequence[dict]], *,
-                       title: str = "Ablating k neurons (E3)") -> Figure:
+                       title: str = "Ablating k neurons (E3)", metric: str = "accuracy") -> Figure:
     """E3: ablation curves of several layers and modes, one :func:`plot_ablation_curves` panel each.
 
     Rows are the layers, columns the modes, in the order they first appear in ``summaries``;
-    each panel is 6 x 4 inches.
+    the figure is at most 9 inches wide (4.5 x 3.3 inches a panel for two modes), so it stays
+    readable at notebook width, with one legend for all panels below them.
 
     Args:
         summaries (dict): ``{(layer, mode): summary}``, each summary from
             :func:`nslib.ablation.summarise_sweep` (or the sweep's records).
-        title (str, optional): the figure's title.
+        title (str, optional): the figure's title (a ``"\n"`` breaks a long one).
+        metric (str, optional): ``"accuracy"`` or ``"success_rate"``. Default: ``"accuracy"``.
     """
     if not summaries:
         raise ValueError("summaries is empty; pass {(layer, mode): summarise_sweep(...)}.")
     layers = list(dict.fromkeys(layer for layer, _ in summaries))
     modes = list(dict.fromkeys(mode for _, mode in summaries))
-    fig = plt.figure(figsize=(6 * len(modes), 4 * len(layers)), layout="constrained")
+    width = min(9.0, 4.5 * len(modes))
+    fig = plt.figure(figsize=(width, 3.3 * len(layers) + 0.9), layout="constrained")
     axes = fig.subplots(len(layers), len(modes), squeeze=False)
     for (layer, mode), summary in summaries.items():
-        plot_ablation_curves(summary, ax=axes[layers.index(layer), modes.index(mode)])
-    fig.suptitle(title)
+        plot_ablation_curves(summary, metric, ax=axes[layers.index(layer), modes.index(mode)], legend=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=9)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -399,8 +417,8 @@ def _accuracy_line(ax, labels: list[str], chosen: Sequence[Mapping], key: str, *
         ax.plot(labels, means, **style)
 
 
-def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> Figure:
-    """E7: SNS's clean and PGD-40 accuracy against each knob, one panel per knob.
+def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping, *, metric: str = "accuracy") -> Figure:
+    """E7: SNS's clean and PGD-40 accuracy (or the layer sensitivity) against each knob, one panel per knob.
 
     Panels: lambda (the ``"lambda"`` runs), k and the constrained layers (the ``"k"`` or
     ``"layers"`` runs plus the default setting ``lam0.01``; k = 0.1 is drawn as
@@ -417,8 +435,12 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
         base (dict): the lambda = 0 setting (PGD-AT): its ``pgd40_acc`` (and ``pgd40_acc_std``).
         budget (dict): the sweep's reduced budget (``nslib.sweep.BUDGET``), named in the title;
             its ``test_n`` (the evaluation's test images) labels the y axis.
+        metric (str, optional): ``"accuracy"``, or ``"sensitivity"`` for the rows'
+            ``mean_sensitivity`` (log scale; PGD-AT's as the dashed line). Default: ``"accuracy"``.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained", sharey=True)
+    if metric not in ("accuracy", "sensitivity"):
+        raise ValueError(f"metric must be 'accuracy' or 'sensitivity', got {metric!r}.")
+    fig, axes = plt.subplots(1, 3, figsize=(9, 4), layout="constrained", sharey=True)
     for ax, knob, xlabel in zip(axes, ("lambda", "k", "layers"), ("λ (penalty weight)", "k (neurons per layer)",
                                                                  "constrained layers")):
         chosen = [r for r in rows if r["knob"] == knob or (knob != "lambda" and r["name"] == "lam0.01")]
@@ -426,6 +448,11 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
             chosen = sorted(chosen, key=lambda r: {0.1: 10}.get(r["k"], r["k"]))
         labels = [{"lambda": f"{r['lam']:g}", "k": ("10%≤10" if r["k"] == 0.1 else f"{r['k']:g}"),
                    "layers": r["layers"]}[knob] for r in chosen]
+        if metric == "sensitivity":
+            _sensitivity_line(ax, labels, chosen, base)
+            ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
+            ax.tick_params(axis="x", rotation=30, labelsize=9)
+            continue
         _accuracy_line(ax, labels, chosen, "pgd40_acc", marker="o", label="PGD-40 accuracy")
         _accuracy_line(ax, labels, chosen, "clean_acc", marker="s", label="clean accuracy")
         ax.axhline(100 * base["pgd40_acc"], color="gray", linestyle="--", label="PGD-AT, same budget")
@@ -433,8 +460,30 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping) -> F
             spread = 100 * base.get("pgd40_acc_std", 0.0)
             ax.axhspan(100 * base["pgd40_acc"] - spread, 100 * base["pgd40_acc"] + spread, color="gray", alpha=0.2)
         ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
-        ax.tick_params(axis="x", rotation=30)
-    axes[0].set_ylabel(f"accuracy on {budget.get('test_n', '?')} test images (%)")
-    axes[0].legend()
-    fig.suptitle("E7: SNS knobs (reduced budget: " + ", ".join(f"{k} {v}" for k, v in budget.items()) + ")")
+        ax.tick_params(axis="x", rotation=30, labelsize=9)
+    if metric == "sensitivity":
+        axes[0].set_ylabel("mean layer sensitivity\n(conv3, conv4, fc1; log scale)")
+    else:
+        axes[0].set_ylabel(f"accuracy on {budget.get('test_n', '?')} test images (%)")
+    axes[0].legend(fontsize=9)
+    items = [f"{k} {v}" for k, v in budget.items()]
+    fig.suptitle("E7: SNS knobs (reduced budget: " + ", ".join(items[:5]) + ",\n" + ", ".join(items[5:]) + ")",
+                 fontsize=10)
     return fig
+
+
+def _sensitivity_line(ax, labels: list[str], chosen: Sequence[Mapping], base: Mapping) -> None:
+    """One knob panel's mean layer sensitivity (log scale), std error bars over seeds, PGD-AT dashed."""
+    means = [r["mean_sensitivity"] for r in chosen]
+    if any(r.get("seeds", 1) > 1 for r in chosen):
+        ax.errorbar(labels, means, yerr=[r.get("mean_sensitivity_std", 0.0) for r in chosen], capsize=3,
+                    marker="o", color="C2", label="SNS")
+    else:
+        ax.plot(labels, means, marker="o", color="C2", label="SNS")
+    ax.axhline(base["mean_sensitivity"], color="gray", linestyle="--", label="PGD-AT, same budget")
+    ax.set_yscale("log")
+    from matplotlib import ticker
+
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())

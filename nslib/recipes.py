@@ -8,7 +8,7 @@ returning ``(loss, stats)``, looked up by name in ``RECIPES``:
   current model.
 * ``"trades"`` (Zhang et al., 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with
   ``x'`` maximising the KL term by PGD started at ``x + 0.001 * N(0, I)``.
-* ``"sns"`` (Sensitive Neuron Stabilizing, Zhang et al., 2021; SPEC.md)::
+* ``"sns"`` (Sensitive Neuron Stabilizing, Zhang et al., 2021; ``docs/experiments.md#sns-loss``)::
 
       L = CE + lambda * sum_{l in L} sum_{i in topk_l} (1/dim) ||F_l^i(x) - F_l^i(x')||_1 / batch
 
@@ -117,7 +117,7 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
              lam: float = 0.01, layers: Iterable[str] | None = None, k: int | float = 0.1,
              max_k: int | None = 10, topk_every: int = 0, momentum: float = 0.9,
              ce_on: str = "adv"):
-    """Sensitive Neuron Stabilizing (SPEC.md; Zhang et al., 2021, arXiv 1909.06978).
+    """Sensitive Neuron Stabilizing (Zhang et al., 2021, arXiv 1909.06978; ``docs/experiments.md#sns-loss``).
 
     ``L = CE + lam * sum_{l in layers} sum_{i in topk_l} (1/dim)||F_l^i(x) - F_l^i(x')||_1 / batch``
 

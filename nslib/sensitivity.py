@@ -28,7 +28,7 @@ from .hooks import LayerSpec, activations, layer_names, resolve_layers
 from .utils import check_images, check_labels, eval_mode, model_device
 
 __all__ = ["neuron_distance", "neuron_sensitivity", "layer_sensitivity", "rank_neurons",
-           "sensitive_neurons", "default_layers"]
+           "sensitive_neurons", "default_layers", "activation_scale", "relative_sensitivity"]
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -143,7 +143,9 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
                        attack: Attack | None = None, labels: torch.Tensor | None = None,
                        batch_size: int = 256, device: torch.device | str | None = None,
                        progress: bool = False) -> dict[str, torch.Tensor]:
-    """Neuron sensitivity ``sigma_l^i`` of every neuron of ``layers`` (SPEC.md, Zhang et al. 2021).
+    """Neuron sensitivity ``sigma_l^i`` of every neuron of ``layers`` (Zhang et al. 2021).
+
+    The definition and our choices: ``docs/experiments.md#neuron-sensitivity``.
 
     ``sigma_l^i = (1/N) * sum_j (1/dim) * ||F_l^i(x_j) - F_l^i(x'_j)||_1``: the mean
     absolute change of neuron ``i``'s output, averaged over its ``dim`` spatial
@@ -257,6 +259,56 @@ def layer_sensitivity(sensitivity, *args, **kwargs) -> dict[str, float]:
                         "benign, adversarial, layers, ...) or layer_sensitivity(sensitivity_dict).")
     _check_sensitivity(sensitivity)
     return {name: sigma.double().mean().item() for name, sigma in sensitivity.items()}
+
+
+def activation_scale(model: nn.Module, images: torch.Tensor, layers: LayerSpec | Iterable[LayerSpec] | None = None,
+                     *, batch_size: int = 256) -> dict[str, float]:
+    """The typical size of each layer's benign output: ``mean |F_l(x)|`` over images, neurons and positions.
+
+    Sensitivity is in each layer's own activation units, so a model can lower it by shrinking
+    its activations alone. Divide by this scale (:func:`relative_sensitivity`) to compare
+    models. Measured in eval mode, without gradients, sums in float64.
+
+    Args:
+        model (nn.Module): the network; images in [0, 1].
+        images (Tensor): benign images ``(N, C, H, W)``.
+        layers: dotted names or modules. Default: every ``Conv2d`` and ``Linear`` layer.
+        batch_size (int): images per forward pass. Default: ``256``.
+
+    Returns:
+        dict[str, float]: ``{layer name: mean |F_l(x)|}``.
+    """
+    names = list(resolve_layers(model, default_layers(model) if layers is None else layers))
+    device = model_device(model)
+    sums, count = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            outputs = activations(model, images[start:start + batch_size].to(device), names)
+            for name in names:
+                sums[name] += outputs[name].abs().sum(dtype=torch.float64).item()
+                count[name] += outputs[name].numel()
+    return {name: sums[name] / count[name] for name in names}
+
+
+def relative_sensitivity(layer_sens: dict[str, float], scale: dict[str, float]) -> dict[str, float]:
+    """Scale-free layer sensitivity: ``mean_i sigma_l^i / mean |F_l(x)|`` for each layer ``l``.
+
+    Unchanged when a layer's output is multiplied by a constant, unlike the raw
+    :func:`layer_sensitivity`; so it is the one to compare between models.
+
+    Args:
+        layer_sens (dict): :func:`layer_sensitivity`'s ``{layer: mean sigma}``.
+        scale (dict): :func:`activation_scale`'s ``{layer: mean |F_l(x)|}`` on the same benign images.
+
+    Example:
+        >>> relative_sensitivity({"fc1": 0.5}, {"fc1": 2.0})
+        {'fc1': 0.25}
+    """
+    missing = [name for name in layer_sens if name not in scale]
+    if missing:
+        raise KeyError(f"no activation scale for layers {missing}; measure them with activation_scale "
+                       f"(have {list(scale)}).")
+    return {name: value / scale[name] if scale[name] > 0 else float("nan") for name, value in layer_sens.items()}
 
 
 def _check_sensitivity(sensitivity) -> None:

@@ -7,7 +7,7 @@ small function computing the loss of one batch, looked up by name in ``RECIPES``
 * ``"standard"``: ``CE(f(x), y)``.
 * ``"pgd_at"`` (Madry et al., 2018): ``CE(f(x'), y)``.
 * ``"trades"`` (Zhang et al., 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x'))``.
-* ``"sns"`` (Sensitive Neuron Stabilizing, Zhang et al., 2021; SPEC.md)::
+* ``"sns"`` (Sensitive Neuron Stabilizing, Zhang et al., 2021; ``docs/experiments.md#sns-loss``)::
 
       L = CE + lambda * sum_{l in L} sum_{i in topk_l} (1/dim) ||F_l^i(x) - F_l^i(x')||_1 / batch
 

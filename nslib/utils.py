@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "average_ranks",
+    "spearman",
     "seed_everything",
     "default_device",
     "eval_mode",
@@ -259,3 +261,40 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return round(mean, 10), round(var ** 0.5, 10)
+
+
+def average_ranks(values) -> torch.Tensor:
+    """The rank of each value (1 = smallest), tied values sharing the mean of their ranks.
+
+    Example:
+        >>> average_ranks([10.0, 30.0, 20.0, 30.0]).tolist()
+        [1.0, 3.5, 2.0, 3.5]
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    order = torch.argsort(v, stable=True)
+    ranks = torch.empty_like(v)
+    ranks[order] = torch.arange(1, v.numel() + 1, dtype=torch.float64)
+    for value in torch.unique(v):  # ties: the mean of the ranks they occupy
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation rho: Pearson's correlation of the average ranks (ties averaged).
+
+    Asks only whether ``b`` moves monotonically with ``a``; ``nan`` when either side is constant.
+
+    Args:
+        a, b: sequences (lists, arrays or tensors) of the same length >= 2.
+
+    Example:
+        >>> spearman([1, 2, 3, 4], [10, 20, 30, 45])
+        1.0
+    """
+    ra, rb = average_ranks(a), average_ranks(b)
+    if ra.numel() != rb.numel() or ra.numel() < 2:
+        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {ra.numel()} and {rb.numel()}.")
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.norm() * rb.norm()).item()
+    return float((ra * rb).sum().item() / denom) if denom > 0 else float("nan")

@@ -4,8 +4,10 @@ Shows the neuron's feature map on the benign image and on its adversarial twin (
 by ``attack_factory(eps)``), upsampled over the image (:func:`nslib.plotting.plot_feature_maps`),
 with the neuron's sensitivity on this pair, ``(1/dim) ||F_l^i(x) - F_l^i(x')||_1``, and,
 if given, over a whole data set (``sigma_l^i``). Built with ``ipywidgets``; without them
-or without a running Jupyter kernel it degrades to one static figure. Mark the cell that
-builds it with ``# NBVAL_IGNORE_OUTPUT``. Taught in
+or without a running Jupyter kernel it degrades to one static figure. A saved notebook
+keeps no live widget: show the first selection with ``static=True`` in one cell (what
+nbval and a static viewer see), and the live explorer in a cell of its own marked
+``# NBVAL_IGNORE_OUTPUT`` (its saved text is one line, :data:`EXPLORER_TEXT`). Taught in
 ``notebooks/03_sensitive_neurons_and_ablation.ipynb``.
 """
 from __future__ import annotations
@@ -22,7 +24,10 @@ from nslib.plotting import plot_feature_maps
 from nslib.sensitivity import neuron_distance, rank_neurons
 from nslib.utils import check_images, check_labels, eval_mode, model_device
 
-__all__ = ["widgets_available", "sensitivity_explorer"]
+__all__ = ["widgets_available", "sensitivity_explorer", "EXPLORER_TEXT"]
+
+#: What the live explorer shows where widgets cannot render (a saved notebook, a static viewer).
+EXPLORER_TEXT = "[interactive sensitivity explorer: run this cell in Jupyter to use it]"
 
 
 def widgets_available() -> bool:
@@ -102,7 +107,8 @@ def sensitivity_explorer(model: nn.Module, images: torch.Tensor, labels: torch.T
 
     Returns:
         an ``ipywidgets.VBox`` (controls ``image``, ``eps``, ``layer``, ``neuron`` and the
-        figure), or a matplotlib Figure of the first selection in static mode.
+        figure; its plain-text form is :data:`EXPLORER_TEXT`), or a matplotlib Figure of
+        the first selection in static mode.
 
     Example:
         >>> sensitivity_explorer(model, x[:16], y[:16], ["conv1", "conv3"],  # doctest: +SKIP
@@ -196,4 +202,11 @@ def _build_widgets(render, pairs, sensitivity, n_images, eps_values, names, firs
         control.observe(redraw, names="value")
     layer_w.observe(on_layer, names="value")
     redraw()
-    return W.VBox([W.HBox([image_w, eps_w]), W.HBox([layer_w, neuron_w]), out])
+
+    class Explorer(W.VBox):
+        """The explorer's box; its text form (saved in a notebook, shown without widgets) is one line."""
+
+        def __repr__(self) -> str:
+            return EXPLORER_TEXT
+
+    return Explorer([W.HBox([image_w, eps_w]), W.HBox([layer_w, neuron_w]), out])

@@ -5,6 +5,7 @@
     python scripts/train_shipped.py mnist_pgd_at        # just one
     NSLIB_THREADS=2 python scripts/train_shipped.py     # two CPU threads per run (default: one)
     python scripts/train_shipped.py --seed 1 --no-manifest   # another seed: mnist_<recipe>_seed1.pt
+    python scripts/train_shipped.py --tables            # the READMEs' tables, from the checkpoints
 
 Seed 0 is the course's shipped model (``mnist_pgd_at``); seed s > 0 is saved as
 ``mnist_pgd_at_seed<s>.pt``, the same recipe with only its ``seed`` changed (initial
@@ -30,8 +31,9 @@ from pathlib import Path
 
 import torch
 
-from nslib.checkpoints import CHECKPOINT_DIR, read_checkpoint, update_manifest
-from nslib.experiments.models import SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES, reevaluate, retrain, seed_name
+from nslib.checkpoints import CHECKPOINT_DIR, pretrained_names, pretrained_path, read_checkpoint, update_manifest
+from nslib.experiments.models import (METRICS, SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES, model_row, reevaluate,
+                                      retrain, seed_name, seed_summary)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="do not train: recompute the metrics of the existing checkpoints and save them again")
     parser.add_argument("--autoattack", choices=("quick", "standard"), default="quick",
                         help="AutoAttack version of the metrics ('quick': our CPU subset). Default: %(default)s")
+    parser.add_argument("--tables", action="store_true",
+                        help="print the Markdown tables of README.md and data/checkpoints/README.md and stop")
     parser.add_argument("--no-manifest", action="store_true",
                         help="do not update manifest.json (several runs at once; update it afterwards)")
     args = parser.parse_args(argv)
@@ -63,8 +67,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: The tables' labels of the recipes (``models.csv``'s short names).
+LABELS = {"standard": "standard", "pgd_at": "PGD-AT", "trades": "TRADES (beta 6)", "sns": "SNS (lambda 0.01)"}
+
+
+def tables() -> tuple[str, str]:
+    """The shipped checkpoints' metrics as the READMEs show them, in %: one row per checkpoint
+    (``data/checkpoints/README.md``), and the mean ± std over seeds per recipe (both READMEs;
+    one seed: its value). ``tests/test_train_shipped.py`` checks the READMEs carry them."""
+    rows, lines = [], ["| model | seed | clean | FGSM | PGD-40 | AutoAttack (quick subset) | worst case | train time* |",
+                       "|---|---|---|---|---|---|---|---|"]
+    for base in SHIPPED_RECIPES:
+        for seed in sorted(s for s in range(10) if seed_name(base, s) in pretrained_names()):
+            info = read_checkpoint(pretrained_path(seed_name(base, seed)))
+            rows.append(model_row(base, seed, info))
+            minutes = info["metrics"]["train_seconds"] / 60
+            lines.append(f"| `{seed_name(base, seed)}` | {seed} | "
+                         + " | ".join(f"{100 * rows[-1][k]:.1f} %" for k in METRICS) + f" | {minutes:.1f} min |")
+    summary = ["| model | seeds | clean | FGSM | PGD-40 | AutoAttack (quick subset) | worst case |",
+               "|---|---|---|---|---|---|---|"]
+    for r in seed_summary(rows):
+        cells = [f"{100 * r[k + '_mean']:.1f}" + (f" ± {100 * r[k + '_std']:.1f}" if r["seeds"] > 1 else "")
+                 for k in METRICS]
+        summary.append(f"| {LABELS[r['model']]} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), "\n".join(summary)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.tables:
+        print("\n\n".join(tables()))
+        return
     torch.set_num_threads(int(os.environ.get("NSLIB_THREADS") or 1))
     for base in args.names:
         name = seed_name(base, args.seed)

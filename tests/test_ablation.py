@@ -7,8 +7,8 @@ from captum.attr import LayerFeatureAblation
 from torch import nn
 
 from nslib import ablation
-from nslib.ablation import (ablation_sweep, deactivate, neuron_means, select_neurons, stabilise,
-                            summarise_sweep)
+from nslib.ablation import (ablation_sweep, deactivate, neuron_means, select_neurons, selection_split,
+                            stabilise, summarise_sweep)
 from nslib.hooks import capture
 
 
@@ -339,5 +339,70 @@ def test_summarise_sweep_handles_nan_and_sample_std():
     assert row["success_rate_mean"] != row["success_rate_mean"]  # NaN stays NaN
 
 
+def test_selection_split_is_disjoint_paired_and_checks_its_arguments():
+    x, y = images(n=6), torch.arange(6)
+    (x_s, y_s), (x_e, y_e) = selection_split(x, y, n_select=2)
+    assert y_s.tolist() == [0, 1] and y_e.tolist() == [2, 3, 4, 5]
+    assert torch.equal(torch.cat([x_s, x_e]), x)
+    with pytest.raises(ValueError, match=r"\[1, 5\]"):
+        selection_split(x, y, n_select=6)  # nothing left to evaluate on
+    with pytest.raises(ValueError, match="paired"):
+        selection_split(x, y[:5], n_select=2)
+    with pytest.raises(TypeError, match="tensors"):
+        selection_split(n_select=2)
+
+
+def test_e3_chooses_the_neurons_on_other_images_than_it_evaluates_on(tmp_path, monkeypatch):
+    """E3's sigma (which picks top-k) sees only the selection half, every sweep only the other half."""
+    import nslib.sensitivity
+    from nslib.experiments import ablation as e3
+    from nslib.experiments.context import Context
+
+    seen = {"sigma": [], "sweep": []}
+    real_sigma, real_sweep = nslib.sensitivity.neuron_sensitivity, ablation.ablation_sweep
+
+    def spy_sigma(model, benign, *args, **kwargs):
+        seen["sigma"].append(benign.detach().cpu().clone())
+        return real_sigma(model, benign, *args, **kwargs)
+
+    def spy_sweep(model, benign, *args, **kwargs):
+        seen["sweep"].append(benign.detach().cpu().clone())
+        return real_sweep(model, benign, *args, **kwargs)
+
+    monkeypatch.setattr(nslib.sensitivity, "neuron_sensitivity", spy_sigma)
+    monkeypatch.setattr(ablation, "ablation_sweep", spy_sweep)
+    ctx = Context(tmp_path, n_images=8, device=torch.device("cpu"), progress=False, seeds=1)
+    result = e3.run(ctx)
+    x, _ = ctx.test_batch()
+    (selected,), evaluated = seen["sigma"], seen["sweep"]
+    assert len(evaluated) == len(e3.LAYERS) * len(e3.MODES)
+    assert torch.equal(selected, x[:4].cpu()) and all(torch.equal(e, x[4:].cpu()) for e in evaluated)
+    flat_sel, flat_eval = selected.flatten(1), evaluated[0].flatten(1)
+    assert not (flat_sel[:, None] == flat_eval[None]).all(dim=2).any()  # no image in both parts
+    rows = result.outputs["e3_ablation.csv"]
+    assert {(r["selected_on"], r["evaluated_on"]) for r in rows} == {("test images 0-3", "test images 4-7")}
+    assert "chosen on test images 0-3" in result.finding and "test images 4-7" in result.finding
+    assert "test images 0-3" in result.outputs["e3_ablation.png"].get_suptitle()
+
+
+def test_e3_verdict_and_comparison_text_on_hand_made_rows():
+    from nslib.experiments.ablation import comparison_text, quarter_k, verdict
+
+    def rows(top, random, std):
+        return [{"layer": "fc1", "mode": "stabilise", "selection": s, "k": k, "accuracy_mean": a,
+                 "accuracy_std": std if s == "random" else 0.0}
+                for k in (32, 64) for s, a in (("top", top), ("random", random), ("bottom", 0.0))]
+
+    assert quarter_k(rows(0.6, 0.2, 0.05), "fc1", 200) == 64
+    assert verdict(rows(0.6, 0.2, 0.05), {"fc1": 64}) == "held"
+    assert verdict(rows(0.25, 0.2, 0.01), {"fc1": 64}) == "held only weakly"  # 5 points > 2 std
+    assert verdict(rows(0.25, 0.2, 0.05), {"fc1": 64}) == "did not hold"
+    assert comparison_text(rows(0.6, 0.2, 0.05), "fc1", 64, 200) == (
+        "fc1, k = 64 of 200: top-k 60.0%, random-k 20.0% ± 5.0%, bottom-k 0.0%")
+    with pytest.raises(ValueError, match="selections"):
+        verdict(rows(0.6, 0.2, 0.05), {"fc1": 16})
+
+
 def test_public_names():
-    assert set(ablation.__all__) >= {"deactivate", "stabilise", "ablation_sweep", "summarise_sweep"}
+    assert set(ablation.__all__) >= {"deactivate", "stabilise", "ablation_sweep", "summarise_sweep",
+                                     "selection_split"}

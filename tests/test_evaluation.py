@@ -367,3 +367,13 @@ def test_worst_case_is_per_example():
     assert worst_case([{k: v for k, v in r.items() if k != "robust"} for r in rows], "m", ["a", "b"]) == 0.75
     with pytest.raises(ValueError, match=r"no rows of model 'm' for attacks \['c'\]"):
         worst_case(rows, "m", ["a", "c"])
+
+
+def test_format_layer_table_has_one_line_per_model_and_a_column_per_layer():
+    from nslib.evaluation import format_layer_table
+
+    raw = {"pgd": {"a": 1.0, "b": 2.0}, "sns": {"a": 0.1, "b": 0.4}}
+    table = format_layer_table(raw).splitlines()
+    assert table[0].split() == ["model", "a", "b"] and table[2].split() == ["sns", "0.100", "0.400"]
+    assert format_layer_table(raw, ["b"], digits=1).splitlines()[1].split() == ["pgd", "2.0"]
+

@@ -64,3 +64,374 @@ def test_notebooks_carry_no_machine_noise(path):
     notebook = nbformat.read(path, as_version=4)
     assert "widgets" not in notebook.metadata
     assert not any("execution" in c.metadata for c in notebook.cells)
+
+
+def test_checker_turns_errors_into_fail_lines_and_returns_the_outcome(capsys):
+    """A student's exception, or a result the checker cannot compare, is a [FAIL] line naming
+    the problem, never a traceback; the returned Checked is true only when everything passed."""
+    from nslib import exercises
+    from nslib.models import Normalize
+
+    def raises(x, mean, std):
+        raise ValueError("bad channel count")
+
+    result = exercises.check_normalize(raises)
+    out = capsys.readouterr().out
+    assert not result and result.failed == 1
+    assert "[FAIL]" in out and "ValueError: bad channel count" in out and "tensor of shape (4, 1, 5, 5)" in out
+
+    result = exercises.check_success_rate(lambda clean, adv, labels: "two thirds")  # float() cannot take it
+    out = capsys.readouterr().out
+    assert not result and "[FAIL]" in out and "could not be checked (ValueError" in out
+
+    result = exercises.check_normalize(lambda x, mean, std: Normalize(mean, std)(x))
+    out = capsys.readouterr().out
+    assert result and result.passed == 2 and "[FAIL]" not in out
+    assert repr(result) == "Checked(passed=2, failed=0)"
+
+
+def test_require_is_silent_on_a_pass_and_raises_the_fail_lines(capsys):
+    """The autograded test cells: nothing printed when the exercise passes; an ExerciseFailed
+    carrying only the [FAIL] lines (no traceback in IPython) when it does not."""
+    from nslib import exercises
+
+    exercises.require(exercises.check_success_rate,
+                      lambda clean, adv, labels: ((clean == labels) & (adv != labels)).sum().item()
+                      / (clean == labels).sum().item())
+    assert capsys.readouterr().out == ""
+    with pytest.raises(exercises.ExerciseFailed) as failure:
+        exercises.require(exercises.check_success_rate, lambda clean, adv, labels: 0.0)
+    assert capsys.readouterr().out == ""
+    lines = failure.value._render_traceback_()
+    assert lines and all(line.startswith("[FAIL] success rate") for line in lines)
+    assert "expected 0.6667, got 0.0000" in lines[0]
+
+
+# --- 03_sensitive_neurons_and_ablation: the diagnostics of check_stabilising_hook ----------------
+
+def _stabilising_hook(indices, benign_output, *, mistake=None):
+    """The exercise's solution, or one common wrong answer to it."""
+    def hook(module, inputs, output):
+        if mistake != "no batch check" and output.shape[0] != benign_output.shape[0]:
+            raise ValueError(f"batch {output.shape[0]} != benign batch {benign_output.shape[0]}")
+        if mistake == "all neurons":
+            return benign_output.clone()
+        if mistake == "benign mutated":  # starts from the stored benign tensor and writes into it
+            keep = [c for c in range(output.shape[1]) if c not in indices]
+            benign_output[:, keep] = output[:, keep]
+            return benign_output
+        patched = output if mistake in ("in place", "no return") else output.clone()
+        if mistake == "dim 0":
+            patched[indices] = benign_output[indices]
+        else:
+            patched[:, indices] = 0 if mistake == "zeroed" else benign_output[:, indices]
+        return None if mistake == "no return" else patched
+    return hook
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (None, None),
+    ("no return", "returned None: it changed `output` in place"),
+    ("in place", "wrote into the layer's own output tensor: clone it first"),
+    ("benign mutated", "changed benign_output (the stored benign tensor)"),
+    ("dim 0", "replaced along dim 0; neurons lie along dim 1"),
+    ("all neurons", "every neuron of the layer was replaced"),
+    ("zeroed", "set to zero (that is deactivation"),
+    ("no batch check", "broadcast the one benign image over the whole batch"),
+])
+def test_check_stabilising_hook_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises
+
+    result = exercises.check_stabilising_hook(
+        lambda indices, benign_output: _stabilising_hook(indices, benign_output, mistake=mistake))
+    out = capsys.readouterr().out
+    if message is None:
+        assert result and result.passed == 4 and "[FAIL]" not in out, out
+    else:
+        assert not result and message in out and "Traceback" not in out, out
+
+
+# --- 04_robust_training_and_sns: the diagnostics of the training-step checkers ---------------
+
+def _pgd_at_step(model, optimizer, images, labels, eps, alpha, steps, *, attack_mode="eval", train_mode=True,
+                 zero_grad=True, clean=False, leak=False):
+    """A PGD-AT step with one of the common mistakes switched on."""
+    import torch
+    import torch.nn.functional as F
+
+    from nslib.attacks import PGD
+
+    if attack_mode == "train":  # a hand-written attack that forgets model.eval()
+        model.train()
+        x_adv = images.clone()
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), labels), x_adv)
+            x_adv = (images + (x_adv.detach() + alpha * grad.sign() - images).clamp(-eps, eps)).clamp(0, 1)
+    else:
+        x_adv = PGD(model, eps=eps, alpha=alpha, steps=steps)(images, labels)
+    if zero_grad:
+        optimizer.zero_grad()
+    if leak:  # an input gradient taken with .backward(): it also lands in the parameters' .grad
+        model.eval()
+        probe = x_adv.clone().requires_grad_(True)
+        F.cross_entropy(model(probe), labels).backward()
+    model.train(train_mode)
+    loss = F.cross_entropy(model(images if clean else x_adv), labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ({}, None),
+    ({"zero_grad": False}, "call optimizer.zero_grad() before loss.backward()"),
+    ({"clean": True}, "descends the clean loss"),
+    ({"attack_mode": "train"}, "run the attack with the model in eval mode"),
+    ({"train_mode": False}, "call model.train() before the training forward"),
+    ({"leak": True}, "writes into the parameters' .grad"),
+])
+def test_check_pgd_at_step_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises
+
+    result = exercises.check_pgd_at_step(lambda *args: _pgd_at_step(*args, **mistake))
+    out = capsys.readouterr().out
+    if message is None:
+        assert result and "[FAIL]" not in out, out
+    else:
+        assert not result and message in out, out
+
+
+def _sns_step(model, optimizer, images, labels, layers, k, lam, eps, alpha, steps, *, combine="sum",
+              use_lam=True, per_example=False, keep_hooks=False, detach=False):
+    """An SNS step with one of the common mistakes switched on (hooks written by hand)."""
+    import torch.nn.functional as F
+
+    from nslib.attacks import PGD
+    from nslib.sensitivity import neuron_distance
+
+    x_adv = PGD(model, eps=eps, alpha=alpha, steps=steps)(images, labels)
+    model.train()
+    store = {}
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_hook(
+        lambda m, i, out, name=name: store.setdefault(name, []).append(out.detach() if detach else out))
+        for name in layers]
+    logits_adv = model(x_adv)
+    model(images)
+    if not keep_hooks:
+        for handle in handles:
+            handle.remove()
+    terms = []
+    for name in layers:
+        adv, benign = store[name]
+        dist = neuron_distance(benign, adv)
+        if per_example:
+            terms.append(dist.topk(k, dim=1).values.sum() / images.shape[0])
+        else:
+            terms.append(dist[:, dist.detach().mean(0).topk(k).indices].sum() / images.shape[0])
+    penalty = {"sum": sum(terms), "mean": sum(terms) / len(terms), "last": terms[-1]}[combine]
+    loss = F.cross_entropy(logits_adv, labels) + (lam if use_lam else 1.0) * penalty
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ({}, None),
+    ({"combine": "last"}, "only the last layer's penalty counts"),
+    ({"combine": "mean"}, "the layers' penalties are averaged"),
+    ({"use_lam": False}, "the penalty is not multiplied by lam"),
+    ({"per_example": True}, "the top-k neurons are chosen per example"),
+    ({"detach": True}, "it carries no gradient"),
+    ({"keep_hooks": True}, "forward hooks are still attached to conv1, conv2, fc1"),
+])
+def test_check_sns_step_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises
+
+    result = exercises.check_sns_step(lambda *args: _sns_step(*args, **mistake))
+    out = capsys.readouterr().out
+    if message is None:
+        assert result and "[FAIL]" not in out, out
+    else:
+        assert not result and message in out, out
+
+
+# --- 01_attacks: check_pgd ----------------------------------------------------------------
+
+def _pgd(model, images, labels, eps, alpha, steps, *, start=True, project=True, clamp=True, sign=True,
+         ascent=True, eval_mode=True, restore=True, backward=False, regrad=True, seed_inside=False):
+    """L-inf PGD as a student might write it; each keyword switches off one part (a common mistake)."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+    x = images.clone().detach()
+    if seed_inside:
+        torch.manual_seed(0)
+    adv = x + torch.empty_like(x).uniform_(-eps, eps) if start else x.clone()
+    adv = adv.clamp(0, 1) if clamp else adv
+    grad = None
+    for _ in range(steps):
+        if grad is None or regrad:
+            adv = adv.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(adv), labels)
+            if backward:
+                loss.backward()
+                grad = adv.grad
+            else:
+                (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + (alpha if ascent else -alpha) * (grad.sign() if sign else grad)
+        adv = x + (adv - x).clamp(-eps, eps) if project else adv
+        adv = adv.clamp(0, 1) if clamp else adv
+    if restore:
+        model.train(was_training)
+    return adv.detach()
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ({}, None),
+    ({"start": False}, "with steps=0 your function returned the input unchanged"),
+    ({"seed_inside": True}, "two calls with different RNG states gave the same start"),
+    ({"project": False}, "not projected back into the eps-ball"),
+    ({"clamp": False}, "clamp x' to [0, 1]"),
+    ({"sign": False}, "not by the raw gradient"),
+    ({"ascent": False}, "that is gradient descent"),
+    ({"eval_mode": False}, "the model ran in train mode during your attack"),
+    ({"restore": False}, "the model came in train mode and left in eval mode"),
+    ({"backward": True}, "loss.backward() fills the weights' gradients"),
+    ({"regrad": False}, "is the gradient recomputed at the current x' in every step"),
+])
+def test_check_pgd_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises
+
+    result = exercises.check_pgd(lambda *args: _pgd(*args, **mistake))
+    out = capsys.readouterr().out
+    if message is None:
+        assert result and result.passed == 10 and "[FAIL]" not in out, out
+    else:
+        assert not result and message in out, out
+        assert out.count("[FAIL]") <= 2, out  # one mistake, one or two specific lines
+
+
+def test_check_pgd_spots_changed_inputs_and_leaves_the_rng_alone(capsys):
+    import torch
+
+    from nslib import exercises
+
+    def in_place(model, images, labels, eps, alpha, steps):
+        adv = _pgd(model, images, labels, eps, alpha, steps)
+        images.copy_(adv)
+        return adv
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    result = exercises.check_pgd(in_place)
+    assert torch.equal(torch.rand(3), expected), "check_pgd consumed the caller's random numbers"
+    out = capsys.readouterr().out
+    assert not result and "work on a copy" in out, out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_name_the_installed_kernel(path):
+    """A kernelspec unlike the installed kernel's makes JupyterLab open the notebook as modified."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert editions.KERNELSPEC == {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
+    for edition in (path, ROOT / "student" / path.name):
+        assert nbformat.read(edition, as_version=4).metadata.kernelspec == editions.KERNELSPEC, (
+            f"{edition.name}: run `make student`")
+
+
+# --- 02_neuron_sensitivity and 05_your_own_model: the checkers name the common mistakes -------
+
+def _top_k(mistake):
+    import torch
+
+    def fn(sigma, k):
+        if mistake == "ascending":
+            return torch.argsort(sigma, stable=True)[:k]
+        if mistake == "unstable ties":  # equal values, higher index first
+            return torch.tensor(sorted(range(len(sigma)), key=lambda i: (-sigma[i].item(), -i))[:k])
+        if mistake == "values":
+            return sigma.sort(descending=True).values[:k]
+        if mistake == "list":
+            return torch.argsort(sigma, descending=True, stable=True)[:k].tolist()
+        return torch.argsort(sigma, descending=True, stable=True)[:k]
+    return fn
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("ascending", "the k *least* sensitive neurons: sort in descending order"),
+    ("unstable ties", "equal sensitivities must keep the lower index first: use a stable sort"),
+    ("values", "return the neurons' indices (integers), not their sensitivities"),
+    ("list", "return the indices as a LongTensor"),
+])
+def test_check_top_k_neurons_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises
+
+    assert exercises.check_top_k_neurons(_top_k(None))
+    capsys.readouterr()
+    assert not exercises.check_top_k_neurons(_top_k(mistake))
+    out = capsys.readouterr().out
+    assert message in out and "Traceback" not in out, out
+
+
+def test_check_sensitivity_ratio_names_the_mistake(capsys):
+    from nslib import exercises
+
+    assert not exercises.check_sensitivity_ratio(lambda a, b: {l: (b[l].mean() / a[l].mean()).item() for l in a})
+    assert "inverted" in capsys.readouterr().out
+    assert not exercises.check_sensitivity_ratio(lambda a, b: {l: (a[l] / b[l]).mean().item() for l in a})
+    assert "not the mean of per-neuron ratios" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("adversarial scale", "the denominator must use the benign outputs"),
+    ("no abs", "take the absolute value in the denominator"),
+    ("no division", "that is the layer sensitivity alone"),
+])
+def test_check_relative_sensitivity_names_the_mistake(mistake, message, capsys):
+    from nslib import exercises, hooks, sensitivity
+
+    def fn(model, benign, adversarial, layer):
+        sigma = sensitivity.neuron_sensitivity(model, benign, adversarial, [layer])[layer].mean()
+        outputs = hooks.activations(model, adversarial if mistake == "adversarial scale" else benign, [layer])[layer]
+        scale = outputs.mean() if mistake == "no abs" else outputs.abs().mean()
+        return sigma.item() if mistake == "no division" else (sigma / scale).item()
+
+    assert not exercises.check_relative_sensitivity(fn)
+    out = capsys.readouterr().out
+    assert message in out and "Traceback" not in out, out
+
+
+def test_check_top_k_overlap_names_the_mistake(capsys):
+    from nslib import exercises
+
+    def shared(a, b, k):
+        return len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist()))
+
+    assert not exercises.check_top_k_overlap(lambda a, b, k: shared(a, b, k) / len(a))
+    assert "not by the 50 neurons" in capsys.readouterr().out
+    assert not exercises.check_top_k_overlap(shared)
+    assert "not a count" in capsys.readouterr().out
+
+
+def test_clean_notebook_drops_progress_bars_and_keeps_other_outputs():
+    """tqdm's bars carry a random widget id and timings: never stored in a notebook."""
+    bar = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "b5ee", "version_major": 2, "version_minor": 0},
+        "text/plain": "attacks:  40%|####      | 2/5 [00:03<00:04, 1.5s/it]"})
+    text_bar = nbformat.v4.new_output("stream", name="stderr", text="E7 sweep: 100%|##########| 3/3 [00:09<00:00]\n")
+    explorer = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "c0ff", "version_major": 2, "version_minor": 0},
+        "text/plain": "explorer (live in JupyterLab)"})
+    printed = nbformat.v4.new_output("stream", name="stdout", text="accuracy 97%|PGD 0/5\n")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run()")])
+    notebook.cells[0].outputs = [bar, text_bar, explorer, printed]
+    assert editions.clean_notebook(notebook).cells[0].outputs == [explorer, printed]

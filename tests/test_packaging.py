@@ -1,4 +1,7 @@
-"""pyproject.toml is the one list of dependencies; environment.yml must mirror it."""
+"""pyproject.toml is the one list of dependencies and environment.yml mirrors it; the Makefile does
+what the README says; citations of the course's reference, docs/experiments.md, point at sections
+that exist."""
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -8,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return project["dependencies"], project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    assert set(extras) == {"test", "classroom"}, f"a new extra {sorted(extras)}: mirror it in environment.yml"
+    return project["dependencies"], extras["test"] + extras["classroom"]
 
 
 def _environment_pip_requirements():
@@ -72,3 +77,77 @@ def test_make_test_fast_leaves_out_the_slow_newcomer_test_and_make_test_keeps_it
     assert '-m "not slow"' in fast_line
     assert "tests/test_newcomer.py" not in collected("-m", "not slow")
     assert "tests/test_newcomer.py" in collected()
+
+
+def test_make_lab_opens_the_student_edition_and_lab_instructor_the_solutions():
+    lines = (ROOT / "Makefile").read_text().splitlines()
+
+    def recipe(target):
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+        return lines[start + 1].strip()
+
+    assert recipe("lab") == "$(BIN)/jupyter lab student/"
+    assert recipe("lab-instructor") == "$(BIN)/jupyter lab notebooks/"
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make lab-instructor" in readme
+
+
+# --- citations of the course's reference, docs/experiments.md ---------------------------
+
+#: Folders never scanned for citations: the environment, run outputs, git's own files.
+_NOT_SOURCES = {".venv", "runs", "results", ".git", ".ipynb_checkpoints", "__pycache__", ".pytest_cache"}
+#: The project's specification lives outside the repository; nothing in it may cite it.
+_OUTSIDE_SPEC = "SPEC" + ".md"  # spelt in two parts so that this file does not cite it
+#: A citation of a section: ``docs/experiments.md#<anchor>`` (or ``experiments.md#<anchor>`` from docs/).
+_CITATION = re.compile(r"experiments\.md#([A-Za-z0-9_-]+)")
+
+
+def _sources(*suffixes):
+    """The repository's files with these suffixes, outside ``_NOT_SOURCES``, by path relative to the root."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in _NOT_SOURCES]  # never walk into .venv
+        found += [Path(folder, name).relative_to(ROOT) for name in files if Path(name).suffix in suffixes]
+    return sorted(found)
+
+
+def _github_anchor(heading):
+    """GitHub's anchor of a Markdown heading: lowercase, punctuation but '-' and '_' dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(markdown):
+    """The anchors of every heading of a Markdown text, code blocks skipped."""
+    anchors, in_code = set(), False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and re.match(r"#{1,6} ", line):
+            anchors.add(_github_anchor(line.lstrip("#")))
+    return anchors
+
+
+def test_github_anchor_follows_githubs_rules():
+    assert _github_anchor(" E3: Ablation") == "e3-ablation"
+    assert _github_anchor("E5: SNS vs baselines") == "e5-sns-vs-baselines"
+    assert _github_anchor("Reference PGD-AT recipe") == "reference-pgd-at-recipe"
+    assert _github_anchor("The paper's k_max") == "the-papers-k_max"
+
+
+def test_nothing_cites_the_specification_outside_the_repository():
+    """docs/experiments.md is the course's reference; a file citing the outside spec points nowhere."""
+    citing = [str(path) for path in _sources(".py", ".md", ".ipynb")
+              if _OUTSIDE_SPEC in (ROOT / path).read_text(encoding="utf-8")]
+    assert not citing, f"{citing} cite {_OUTSIDE_SPEC}; cite a section of docs/experiments.md instead"
+
+
+def test_every_cited_section_of_docs_experiments_exists():
+    doc = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    anchors = _anchors(doc)
+    assert {"e1-layer-sensitivity", "e3-ablation", "e7-sns-knobs", "sns-loss"} <= anchors
+    missing = [(str(path), anchor) for path in _sources(".py", ".md", ".ipynb")
+               for anchor in _CITATION.findall((ROOT / path).read_text(encoding="utf-8"))
+               if anchor not in anchors]
+    missing += [("docs/experiments.md", anchor) for anchor in re.findall(r"\]\(#([A-Za-z0-9_-]+)\)", doc)
+                if anchor not in anchors]
+    assert not missing, f"cited sections missing from docs/experiments.md (file, anchor): {missing}"

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nslib import plotting  # noqa: E402
-from nslib.widgets import sensitivity_explorer  # noqa: E402
+from nslib.widgets import EXPLORER_TEXT, sensitivity_explorer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +92,12 @@ def test_plot_ablation_curves_with_a_band_for_random():
     top = next(line for line in ax.lines if line.get_label().startswith("top"))
     np.testing.assert_allclose(top.get_ydata(), [10, 40, 70])
     assert len(ax.collections) == 1  # only random has a spread band
+    assert ax.get_xscale() == "linear"  # k = 0, 1, 2: no log axis
     fig2 = plotting.plot_ablation_curves(records, metric="success_rate")
     assert "success" in fig2.axes[0].get_ylabel()
+    wide = [dict(r, k=(0, 1, 64)[r["k"]]) for r in records]  # k = 0, 1, 64: log-like, a tick at every k
+    ax3 = plotting.plot_ablation_curves(wide).axes[0]
+    assert ax3.get_xscale() == "symlog" and list(ax3.get_xticks()) == [0, 1, 64]
     with pytest.raises(ValueError, match="metric"):
         plotting.plot_ablation_curves(records, metric="loss")
 
@@ -107,8 +111,10 @@ def test_plot_ablation_grid_one_panel_per_layer_and_mode():
     summaries = {(layer, mode): summary(layer, mode) for layer in ("conv4", "fc1")
                  for mode in ("stabilise", "deactivate")}
     fig = plotting.plot_ablation_grid(summaries, title="E3 grid")
-    assert fig.get_suptitle() == "E3 grid" and tuple(fig.get_size_inches()) == (12, 8)
+    width, height = fig.get_size_inches()
+    assert fig.get_suptitle() == "E3 grid" and width <= 9 and height <= 8  # readable at notebook width
     assert len(fig.axes) == 4 and all(labelled(ax) for ax in fig.axes)
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)  # one shared legend
     titles = [ax.get_title() for ax in fig.axes]  # rows: layers, columns: modes
     assert "Stabilise" in titles[0] and "conv4" in titles[0] and "Deactivate" in titles[1] and "fc1" in titles[3]
     with pytest.raises(ValueError, match="empty"):
@@ -149,6 +155,22 @@ def test_plot_sns_knobs_error_bars_over_seeds():
     ys = band.get_patch_transform().transform(band.get_path().vertices)[:, 1]  # a Polygon or a Rectangle
     np.testing.assert_allclose([ys.min(), ys.max()], [37, 43])
     assert len(k.containers) == 2                                            # k1 (1 seed) beside lam0.01 (3)
+
+def test_plot_sns_knobs_sensitivity_on_a_log_scale():
+    def run(name, knob, lam=0.01, k=0.1, sens=0.2):
+        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": "conv3+conv4+fc1", "clean_acc": 0.9,
+                "pgd40_acc": 0.5, "mean_sensitivity": sens}
+
+    rows = [run("lam0", "lambda", lam=0.0, sens=0.5), run("lam0.01", "lambda"), run("k1", "k", k=1, sens=0.4)]
+    fig = plotting.plot_sns_knobs(rows, rows[0], {"epochs": 10, "test_n": 500}, metric="sensitivity")
+    lam = fig.axes[0]
+    assert lam.get_yscale() == "log" and "sensitivity" in lam.get_ylabel()
+    np.testing.assert_allclose(lam.lines[0].get_ydata(), [0.5, 0.2])
+    assert lam.lines[-1].get_ydata()[0] == pytest.approx(0.5)                # PGD-AT's dashed line
+    assert fig.get_size_inches()[0] <= 9                                     # readable at notebook width
+    with pytest.raises(ValueError, match="metric"):
+        plotting.plot_sns_knobs(rows, rows[0], {}, metric="loss")
+
 
 def test_plot_feature_maps_upsamples_to_the_image_size(device):
     g = torch.Generator().manual_seed(0)
@@ -279,6 +301,8 @@ def test_explorer_widget_mode_controls():
     box = sensitivity_explorer(model, x, y, ["conv1", "conv2"], shift_attack, [0.1, 0.2, 0.3],
                                sensitivity=sigma, static=False)
     assert isinstance(box, ipywidgets.VBox)
+    bundle = box._repr_mimebundle_()  # what a saved notebook keeps: one line, no VBox(children=...) repr
+    assert bundle["text/plain"] == EXPLORER_TEXT and "application/vnd.jupyter.widget-view+json" in bundle
     c = controls(box)
     assert set(c) == {"image", "eps", "layer", "neuron"}
     assert (c["image"].min, c["image"].max, c["image"].value) == (0, 2, 0)

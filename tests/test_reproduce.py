@@ -4,6 +4,7 @@ Uses the two steps that need no attack (E6 from the checkpoints' logs, E7 from t
 sweep), so the test stays fast; the attack-based steps run in the notebooks and `make reproduce`
 (E1 runs here once, on 20 images, to check its mean and std over training seeds). Quick runs use
 ``seeds=1``, the shipped seed 0; several seeds use copies of it in full mode's ``out/models``.
+E1 and E6 also report the relative (scale-free) sensitivity, sigma / mean |F_l(x)|.
 The cache's keys (code, data files, stamp format) are tested in test_reproduce_cache.py.
 """
 import csv
@@ -50,13 +51,14 @@ def test_stamp_key_follows_checkpoints(tmp_path):
     rp.reproduce(tmp_path, steps=["sensitivity_vs_robustness"], progress=False, seeds=1)
     stamp = json.loads((tmp_path / ".stamps" / "sensitivity_vs_robustness.json").read_text())
     assert sorted(stamp["checkpoints"]) == sorted(MODELS)
-    assert stamp["data"] == {}                          # E6 reads the checkpoints' logs only
+    assert list(stamp["data"]) == ["mnist5k"]           # E6: the logs, and benign images for the activation scale
     code = rp.source_hash()
-    ctx = Context(tmp_path, used_checkpoints=stamp["checkpoints"], seeds=1)
+    ctx = Context(tmp_path, used_checkpoints=stamp["checkpoints"], used_data=stamp["data"], seeds=1)
     assert rp.step_key(ctx, "sensitivity_vs_robustness", code) == stamp["key"]
     copy = tmp_path / "copy.pt"                       # same label, different file: a new key
     copy.write_bytes(b"not the shipped weights")
-    ctx = Context(tmp_path, used_checkpoints={**stamp["checkpoints"], "mnist_sns": str(copy)}, seeds=1)
+    ctx = Context(tmp_path, used_checkpoints={**stamp["checkpoints"], "mnist_sns": str(copy)},
+                  used_data=stamp["data"], seeds=1)
     assert rp.step_key(ctx, "sensitivity_vs_robustness", code) != stamp["key"]
 
 
@@ -179,7 +181,12 @@ def test_e1_over_two_identical_seeds_has_seed_0s_mean_and_no_spread(tmp_path, de
         assert (a["seeds"], b["seeds"]) == (1, 2) and b["sensitivity_std"] == 0
         assert b["sensitivity"] == pytest.approx(a["sensitivity"], rel=1e-9)
         assert b["ratio_to_standard"] == pytest.approx(a["ratio_to_standard"], rel=1e-9)
+        assert b["relative_sensitivity_std"] == 0                            # the relative columns too
+        assert b["relative_sensitivity"] == pytest.approx(a["relative_sensitivity"], rel=1e-9)
+        assert a["relative_sensitivity"] == pytest.approx(a["sensitivity"] / a["activation_scale"], rel=1e-6)
     assert "over 2 training seeds" in two.finding and "unmeasured" in one.finding
+    assert "scale control" in one.finding and "SNS against PGD-AT" in one.finding
+    assert [ax.get_ylabel() for ax in one.figures["e1_layer_sensitivity.png"].axes[:2]][1] == sensitivity.RELATIVE_LABEL
     assert two.tables["e2_neuron_sensitivity.csv"] == one.tables["e2_neuron_sensitivity.csv"]  # E2: seed 0
     bars_one, bars_two = ([c for c in result.figures["e1_layer_sensitivity.png"].axes[0].containers
                            if isinstance(c, BarContainer)] for result in (one, two))
@@ -199,6 +206,41 @@ def test_e1_summary_of_hand_made_seeds():
     assert rows[1]["sensitivity"] == pytest.approx(0.4) and rows[1]["sensitivity_std"] == pytest.approx(0.4 / 2 ** 0.5)
     assert rows[1]["ratio_to_standard"] == pytest.approx(0.4 / 3.0)               # a ratio of the means
     assert rows[0]["sensitivity_std"] == pytest.approx(2 ** 0.5)
+    assert "relative_sensitivity" not in rows[0]                              # no scale, no relative columns
+
+
+def test_e1_relative_columns_are_per_seed_ratios_then_averaged():
+    from nslib.experiments.sensitivity import summarise_seeds
+
+    per_seed = {0: {"standard": {"fc1": 2.0}, "sns": {"fc1": 0.2}},
+                1: {"standard": {"fc1": 4.0}, "sns": {"fc1": 0.6}}}
+    scale = {0: {"standard": {"fc1": 4.0}, "sns": {"fc1": 0.2}},    # sns: quieter activations
+             1: {"standard": {"fc1": 4.0}, "sns": {"fc1": 0.6}}}
+    rows = summarise_seeds(per_seed, scale)
+    assert rows[1]["activation_scale"] == pytest.approx(0.4)
+    assert rows[1]["relative_sensitivity"] == pytest.approx(1.0) and rows[1]["relative_sensitivity_std"] == 0
+    assert rows[0]["relative_sensitivity"] == pytest.approx(0.75)                # (0.5 + 1.0) / 2
+    assert rows[1]["relative_ratio_to_standard"] == pytest.approx(1.0 / 0.75)    # raw lower, relative higher
+
+
+@pytest.mark.parametrize("rel_at, verdict", [
+    ({"a": 0.5, "b": 0.5, "c": 0.5}, "held, and it survives the scale control"),
+    ({"a": 2.0, "b": 2.0, "c": 0.5}, "held in raw units only"),
+])
+def test_e1_verdict_follows_the_relative_sensitivity(rel_at, verdict):
+    from nslib.experiments.sensitivity import compare_to_reference
+
+    raw = {"standard": {"a": 1.0, "b": 1.0, "c": 1.0}, "at": {"a": 0.5, "b": 0.5, "c": 0.5}}
+    rel = {"standard": {"a": 1.0, "b": 1.0, "c": 1.0}, "at": rel_at}
+    text = compare_to_reference(raw, rel)
+    assert verdict in text and "3 of 3 layers in raw units" in text
+    assert ("disagree in a, b" in text) == (verdict == "held in raw units only")
+    raw_only = compare_to_reference({"standard": raw["standard"], "at": {"a": 2.0, "b": 2.0, "c": 0.5}},
+                                    {"standard": rel["standard"], "at": {"a": 0.5, "b": 0.5, "c": 0.5}})
+    assert "held once activation scale is controlled" in raw_only
+    tie = compare_to_reference(raw, {"standard": rel["standard"], "at": {"a": 0.95, "b": 0.95, "c": 0.99}})
+    assert "held, and it survives" in tie and "call it a tie" in tie                 # lower, but barely
+    assert "call it a tie" not in text
 
 
 def test_e6_gives_one_correlation_per_seed_and_the_pooled_one(tmp_path, monkeypatch, device):
@@ -226,11 +268,46 @@ def test_e6_gives_one_correlation_per_seed_and_the_pooled_one(tmp_path, monkeypa
     mean, std = (rho[0] + rho[1]) / 2, abs(rho[0] - rho[1]) / 2 ** 0.5
     pooled = sensitivity_vs_robustness.spearman([r["sensitivity"] for r in rows], [r["robust_acc"] for r in rows])
     assert f"ρ = {mean:.2f} ± {std:.2f}" in result.finding and f"seed 1 {rho[1]:.2f}" in result.finding
-    ax = result.figures["e6_sensitivity_vs_robustness.png"].axes[0]
-    assert f"{mean:.2f} ± {std:.2f} over 2 training seeds" in ax.get_title()
-    assert f"pooled ρ = {pooled:.2f}" in ax.get_title()
+    fig = result.figures["e6_sensitivity_vs_robustness.png"]
+    ax = fig.axes[0]
+    assert f"{mean:.2f} ± {std:.2f} over 2 training seeds" in fig._suptitle.get_text()
+    assert f"pooled ρ = {pooled:.2f}" in fig._suptitle.get_text()
     assert len(ax.lines) == 2 * len(MODELS)                                  # one line per (model, seed)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [m.removeprefix("mnist_") for m in MODELS]
+    final = [r for r in rows if r["relative_sensitivity"] is not None]     # the scale control: last epochs only
+    assert sorted((r["group"], r["seed"]) for r in final) == sorted((m.removeprefix("mnist_"), s)
+                                                                     for m in MODELS for s in (0, 1))
+    last = max(r["epoch"] for r in seed0 if r["group"] == "sns")
+    assert all(r["epoch"] == last for r in final if r["group"] == "sns")
+    assert all(r["activation_scale"] is None for r in rows if r["relative_sensitivity"] is None)
+    corr = sensitivity_vs_robustness.final_correlations(rows)
+    assert corr["n"] == 2 * len(MODELS) and f"raw sensitivity is {corr['raw']:.2f}" in result.finding
+    right = result.figures["e6_sensitivity_vs_robustness.png"].axes[1]
+    assert "relative" in right.get_xlabel() and len(right.collections) == len(MODELS)
+
+
+def test_e6_relative_sensitivity_is_the_mean_of_each_layers_ratio(tmp_path, device):
+    from nslib.sensitivity import activation_scale
+
+    ctx = Context(tmp_path, seeds=1, device=device)
+    x = sensitivity_vs_robustness._eval_images(ctx)[:50]
+    points = sensitivity_vs_robustness.log_points(ctx, 0, x)
+    end = [p for p in points if p["group"] == "sns" and p["relative_sensitivity"] is not None]
+    assert len(end) == 1
+    record = ctx.checkpoint_info("mnist_sns")["log"][-1]
+    scale = activation_scale(ctx.model("mnist_sns"), x, list(record["sensitivity"]))
+    expected = sum(record["sensitivity"][l] / scale[l] for l in scale) / len(scale)
+    assert end[0]["relative_sensitivity"] == pytest.approx(expected)
+    assert all(p["relative_sensitivity"] is None for p in sensitivity_vs_robustness.log_points(ctx, 0))
+
+
+@pytest.mark.parametrize("raw, rel, says", [(-0.9, -0.8, "survives the scale control"),
+                                           (-0.9, 0.1, "holds in raw units only"),
+                                           (0.1, -0.9, "only once activation scale is controlled"),
+                                           (0.1, 0.2, "neither ranks")])
+def test_e6_scale_verdict(raw, rel, says):
+    assert says in sensitivity_vs_robustness.scale_verdict({"raw": raw, "relative": rel, "n": 8})
+    assert "none was measured" in sensitivity_vs_robustness.scale_verdict(None)
 
 
 def _sweep_record(name, knob, lam, pgd, clean, sens, seed=None):

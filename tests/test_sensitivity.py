@@ -311,3 +311,28 @@ def test_bad_max_k_and_bad_sensitivity():
         sensitive_neurons({"l": torch.tensor([0.1, float("nan")])})
     with pytest.raises(TypeError, match="non-empty dict"):
         sensitive_neurons({})
+
+
+def test_relative_sensitivity_is_unchanged_when_a_layer_is_scaled(device):
+    """Raw sigma grows 10x when a layer's output is scaled 10x; sigma / mean |F_l(x)| does not.
+    The activation scale is checked against the layer output computed by hand."""
+    from torch import nn
+
+    from nslib.sensitivity import activation_scale, layer_sensitivity, relative_sensitivity
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).to(device).eval()
+    x = torch.rand(10, 1, 8, 8, device=device)
+    x_adv = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    with torch.no_grad():
+        assert activation_scale(model, x, ["3"], batch_size=3)["3"] == pytest.approx(model(x).abs().mean().item(), rel=1e-5)
+    raw = layer_sensitivity(model, x, x_adv, ["0", "3"])
+    rel = relative_sensitivity(raw, activation_scale(model, x, ["0", "3"]))
+    with torch.no_grad():
+        model[3].weight.mul_(10), model[3].bias.mul_(10)
+    raw10 = layer_sensitivity(model, x, x_adv, ["0", "3"])
+    rel10 = relative_sensitivity(raw10, activation_scale(model, x, ["0", "3"]))
+    assert raw10["3"] == pytest.approx(10 * raw["3"], rel=1e-4) and raw10["0"] == pytest.approx(raw["0"])
+    assert rel10 == pytest.approx(rel, rel=1e-4)
+    with pytest.raises(KeyError, match="activation_scale"):
+        relative_sensitivity(raw, {"0": 1.0})

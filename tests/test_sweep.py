@@ -50,3 +50,22 @@ def test_a_training_seed_has_its_own_folder_and_record(tmp_path, monkeypatch, de
     assert records[0]["sensitivity"] != records[1]["sensitivity"]     # other initial weights, other model
     with pytest.raises(ValueError, match="seed"):
         sweep.run_setting("lam0.01", "lambda", {"lam": 0.01}, tmp_path, device=device, seed=-1)
+
+
+def test_sns_knobs_table_and_text_are_computed_from_the_rows():
+    from nslib.experiments.sns_knobs import format_table, knobs_text
+
+    def row(name, knob, lam, pgd, sens, k=0.1):
+        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": "conv3+conv4+fc1", "seeds": 1,
+                "clean_acc": 0.96, "pgd40_acc": pgd, "mean_sensitivity": sens}
+
+    rows = [row("lam0", "lambda", 0.0, 0.80, 0.5), row("lam0.01", "lambda", 0.01, 0.81, 0.2),
+            row("lam0.1", "lambda", 0.1, 0.79, 0.05), row("k1", "k", 0.01, 0.83, 0.3, k=1)]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[:3] == ["setting", "lambda", "k"] and lines[1].split()[-2:] == ["0.800", "0.500"]
+    text = knobs_text(rows, 500)
+    assert "falls steadily with λ, from 0.500 at λ = 0 to 0.050 at λ = 0.1 (10.0 times lower)" in text
+    assert "2 of the 3 SNS settings are at or above PGD-AT's 80.0 %" in text
+    # best k1: +3.0 points; se = sqrt(0.8 * 0.2 / 500) = 1.79 points -> 1.7 standard errors
+    assert "`k1`, reaches 83.0 %, +3.0 points" in text and "1.7 standard errors" in text
+    assert "no clearly better setting" in text

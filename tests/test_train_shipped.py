@@ -100,3 +100,39 @@ def test_script_trains_another_seed_and_reevaluates(tmp_path, monkeypatch):
     assert after["metrics"]["n"] == 8 and after["recipe"] == info["recipe"] and after["log"] == info["log"]
     assert after["metrics"]["train_seconds"] == info["metrics"]["train_seconds"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_load_or_train_loads_the_shipped_model_else_trains_a_stand_in(device, capsys):
+    """The notebooks' load-or-train: the shipped weights when shipped, a 2-epoch stand-in
+    (quick) from the shipped recipe when not; an unknown name raises naming the valid ones."""
+    import torch
+
+    from nslib.checkpoints import load_pretrained
+
+    model, info = experiment_models.load_or_train("mnist_standard", device=device)
+    shipped, _ = load_pretrained("mnist_standard")
+    assert not model.training and next(model.parameters()).device.type == device.type
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values()))
+    assert info["metrics"]["clean_acc"] > 0.9 and "loaded the shipped checkpoint" in capsys.readouterr().out
+
+    stand_in, info = experiment_models.load_or_train("mnist_standard", device=device, seed=7)  # not shipped
+    assert "stand-in" in capsys.readouterr().out
+    assert info["recipe"]["epochs"] == 2 and info["recipe"]["seed"] == 7 and len(info["log"]) == 2
+    assert not stand_in.training
+    with pytest.raises(ValueError, match="mnist_standard, mnist_pgd_at"):
+        experiment_models.load_or_train("mnist_resnet")
+
+
+def test_the_readmes_tables_are_the_shipped_checkpoints_metrics():
+    """The numbers typed in README.md and data/checkpoints/README.md are those the shipped
+    checkpoints carry (regenerate with `python scripts/train_shipped.py --tables`)."""
+    spec = importlib.util.spec_from_file_location("train_shipped", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    per_checkpoint, per_recipe = script.tables()
+    assert per_checkpoint.count("\n") == 1 + len(json.loads((ROOT / "data/checkpoints/manifest.json").read_text()))
+    checkpoints_readme = (ROOT / "data" / "checkpoints" / "README.md").read_text()
+    assert per_checkpoint in checkpoints_readme and per_recipe in checkpoints_readme, (
+        "data/checkpoints/README.md is stale: paste `python scripts/train_shipped.py --tables`")
+    assert per_recipe in (ROOT / "README.md").read_text(), (
+        "README.md's results table is stale: paste `python scripts/train_shipped.py --tables`")

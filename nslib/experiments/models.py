@@ -7,7 +7,8 @@ training settings are written; ``scripts/train_shipped.py`` trains them from it 
 ``python -m nslib reproduce --full`` retrains them from those stored recipes
 (``retrain_settings``) with the same function, ``retrain``.
 
-Our choices: the robust models share SPEC.md's reference PGD-AT budget (40 epochs, PGD-10 at
+Our choices: the robust models share the reference PGD-AT budget
+(``docs/experiments.md#reference-pgd-at-recipe``: 40 epochs, PGD-10 at
 eps 0.3 with step 2.5 eps / 10, eps ramped 0 -> 0.3 over the first 16 epochs, Adam 1e-3,
 batch 100, seed 0); SNS constrains conv3, conv4 and fc1 with lambda 0.01 on the top 10 %
 (at most 10) neurons per layer, CE on the adversarial input. The headline numbers are
@@ -25,9 +26,8 @@ from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, sav
 from ..utils import default_device, pgd_step, seed_everything
 from .context import MODELS, SHIPPED_SEEDS, Context, Result, data_file, mean_std, seed_name, short_name
 
-__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "SHIPPED_SEEDS", "seed_name", "retrain_settings",
-           "retrain",
-           "checkpoint_metrics", "reevaluate", "run"]
+__all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "SHIPPED_SEEDS", "seed_name", "load_or_train",
+           "retrain_settings", "retrain", "checkpoint_metrics", "reevaluate", "run"]
 
 #: The architecture and data set of the shipped models.
 SHIPPED_ARCH, SHIPPED_DATASET = "smallcnn", "mnist5k"
@@ -45,6 +45,56 @@ SHIPPED_RECIPES: dict[str, dict] = {
     "mnist_sns": {"recipe": "sns", **_ROBUST, "lam": 0.01, "layers": ["conv3", "conv4", "fc1"], "k": 0.1,
                   "max_k": 10, "topk_every": 0, "ce_on": "adv"},
 }
+
+def load_or_train(name: str, *, device=None, quick: bool = True, runs: str | Path | None = None,
+                  seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """A shipped model for a notebook: the checkpoint if it is shipped, else trained from its recipe.
+
+    What the notebooks' setup does (the UvA pattern: load a checkpoint if it exists, else
+    train). Without the shipped checkpoint (``data/checkpoints`` removed, or a seed that is not
+    shipped) it trains ``SHIPPED_RECIPES[name]`` with ``seed``: in ``quick`` mode a weak
+    2-epoch stand-in on 1,000 training images (eps warm-up over 1 epoch), said so in the
+    printed line; otherwise the full recipe into ``runs/<name>`` (resumable after a kill).
+
+    Args:
+        name (str): one of ``SHIPPED_RECIPES`` (``"mnist_standard"``, ...).
+        device: where the model goes (default: ``nslib.utils.default_device()``).
+        quick (bool): train the cheap stand-in when the checkpoint is missing.
+        runs (path): folder of the fallback's training run; default ``runs/notebooks``.
+        seed (int): the training seed (``mnist_pgd_at_seed1`` for seed 1).
+
+    Returns:
+        ``(model, info)``: the model in eval mode on ``device``, and ``info`` with ``recipe``,
+        ``metrics`` (empty for a fallback) and ``log``, as ``nslib.checkpoints.read_checkpoint``.
+    """
+    from ..checkpoints import pretrained_names
+    from ..models import build
+    from ..training import train
+
+    if name not in SHIPPED_RECIPES:
+        raise ValueError(f"unknown shipped model {name!r}; choose from {', '.join(SHIPPED_RECIPES)}")
+    device = torch.device(device) if device is not None else default_device()
+    full_name = seed_name(name, seed)
+    if full_name in pretrained_names():
+        model, info = load_pretrained(full_name, map_location=device)
+        recipe = info["recipe"]
+        print(f"{full_name}: loaded the shipped checkpoint ({recipe['recipe']}, {recipe['epochs']} epochs)")
+        return model.to(device).eval(), info
+    settings = {**SHIPPED_RECIPES[name], "seed": seed}
+    recipe = settings.pop("recipe")
+    seed_everything(seed)
+    model = build(SHIPPED_ARCH, dataset=SHIPPED_DATASET)
+    if quick:
+        print(f"{full_name}: no shipped checkpoint; training a weak 2-epoch stand-in on 1,000 images")
+        settings.update(epochs=2, eps_warmup_epochs=1 if recipe != "standard" else 0)
+        train_data, out = data.load(SHIPPED_DATASET, "train", limit=1000), None
+    else:
+        out = Path(runs or Path(__file__).resolve().parents[2] / "runs" / "notebooks") / full_name
+        print(f"{full_name}: no shipped checkpoint; training it with the shipped recipe into {out}")
+        train_data = data.load(SHIPPED_DATASET, "train")
+    log = train(model, train_data, recipe, out=out, progress=not quick, device=device, **settings)
+    return model.to(device).eval(), {"recipe": {"recipe": recipe, **settings}, "metrics": {}, "log": log}
+
 
 def retrain_settings(name: str) -> dict:
     """``train()`` arguments of a shipped model, read from the recipe its checkpoint carries.

@@ -82,9 +82,50 @@ def _seeds_text(rows: list[dict]) -> str:
         " (mean ± std where more than one)"
 
 
-def _percent(row: dict, key: str = "pgd40_acc") -> str:
-    """A row's mean accuracy in percent, with ``± std`` when it has more than one seed."""
-    return f"{row[key]:.1%}" + (f" ± {row[f'{key}_std']:.1%}" if row["seeds"] > 1 else "")
+def format_table(rows: list[dict]) -> str:
+    """The E7 table as text: one line per setting (``aggregate``'s rows), accuracies and the mean
+    layer sensitivity of conv3, conv4 and fc1, with ``± std`` where a setting has several seeds."""
+    def cell(row, key, digits=3):
+        return f"{row[key]:.{digits}f}" + (f"±{row[key + '_std']:.{digits}f}" if row["seeds"] > 1 else "")
+
+    header = ("setting", "lambda", "k", "layers", "seeds", "clean", "PGD-40", "sensitivity")
+    lines = [[r["name"], f"{r['lam']:g}", f"{r['k']:g}", r["layers"], str(r["seeds"]), cell(r, "clean_acc"),
+              cell(r, "pgd40_acc"), cell(r, "mean_sensitivity")] for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    return "\n".join(" ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}" for i, (x, w) in enumerate(zip(line, widths)))
+                     for line in [header, *lines])
+
+
+def knobs_text(rows: list[dict], test_n: int) -> str:
+    """The E7 reading, computed from ``aggregate``'s rows: how far the knobs move the sensitivity,
+    clean and robust accuracy, and the best setting against PGD-AT (``lam = 0``) in standard
+    errors of one accuracy on ``test_n`` test images (``sqrt(p (1 - p) / n)``).
+
+    Returns:
+        str: Markdown.
+    """
+    base = next(r for r in rows if r["lam"] == 0)
+    lam_rows = sorted((r for r in rows if r["knob"] == "lambda"), key=lambda r: r["lam"])
+    sns = [r for r in rows if r["lam"] > 0]
+    sens = [r["mean_sensitivity"] for r in lam_rows]
+    steady = all(b < a for a, b in zip(sens, sens[1:]))
+    best = max(sns, key=lambda r: r["pgd40_acc"])
+    p = base["pgd40_acc"]
+    se = (p * (1 - p) / test_n) ** 0.5
+    gain = best["pgd40_acc"] - p
+    above = sum(r["pgd40_acc"] >= p for r in sns)
+    clean = [r["clean_acc"] for r in rows]
+    robust = [r["pgd40_acc"] for r in sns]
+    verdict = ("within about two standard errors, so the sweep singles out no clearly better setting"
+               if abs(gain) < 2 * se else "more than two standard errors; worth checking with more training seeds")
+    return (f"The mean (raw) layer sensitivity of `conv3`, `conv4` and `fc1` falls {'steadily' if steady else 'overall'} with λ, "
+            f"from {sens[0]:.3f} at λ = 0 to {sens[-1]:.3f} at λ = {lam_rows[-1]['lam']:g} "
+            f"({sens[0] / sens[-1]:.1f} times lower). Clean accuracy stays within "
+            f"{100 * min(clean):.1f}-{100 * max(clean):.1f} %. Under PGD-40, {above} of the {len(sns)} SNS settings "
+            f"are at or above PGD-AT's {100 * p:.1f} % at this budget; they span {100 * min(robust):.1f}-"
+            f"{100 * max(robust):.1f} %. The best, `{best['name']}`, reaches {100 * best['pgd40_acc']:.1f} %, "
+            f"{100 * gain:+.1f} points from PGD-AT: {abs(gain) / se:.1f} standard errors of one accuracy on "
+            f"{test_n} images ({100 * se:.1f} points), {verdict}. Training seeds: {_seeds_text(rows)}.")
 
 
 def run(ctx: Context) -> Result:
@@ -102,9 +143,6 @@ def run(ctx: Context) -> Result:
     best = max((r for r in rows if r["lam"] > 0), key=lambda r: r["pgd40_acc"])
     print(f"  PGD-AT {base['pgd40_acc']:.3f}±{base['pgd40_acc_std']:.3f}; best SNS {best['name']} "
           f"{best['pgd40_acc']:.3f}±{best['pgd40_acc_std']:.3f}")
-    finding = (f"At the sweep's reduced budget PGD-AT reaches {_percent(base)} under PGD-40; the best SNS "
-               f"setting ({best['name']}) {_percent(best)}. Larger λ and k lower the sensitivity steadily; "
-               f"robust accuracy moves by a few points at most ({_seeds_text(rows)}; "
-               + ("recorded runs: `data/sweeps/sns_sweep.json`" if ctx.quick else "rerun here: `sns_sweep.json`")
-               + ").")
+    finding = (knobs_text(rows, sweep["budget"]["test_n"]) + " Source: "
+               + ("the recorded runs, `data/sweeps/sns_sweep.json`." if ctx.quick else "rerun here, `sns_sweep.json`."))
     return Result(finding, {"e7_sns_knobs.csv": rows, "e7_sns_knobs.png": fig})

@@ -1,0 +1,143 @@
+"""What a student meets in a real browser: JupyterLab on 127.0.0.1, driven through Debian's
+Chromium by Playwright.
+
+- Notebook 03 runs top to bottom, and its explorer shows live controls whose change redraws
+  the figure.
+- A student notebook runs without an error up to its first exercise (whose stub then stops it).
+
+The notebooks are copied into a temporary folder first, so autosave cannot touch the repository.
+Skipped (saying why) where Chromium or Playwright is missing; ``.ci/run`` installs both and sets
+``NSLIB_BROWSER_TEST=required``, which turns that skip into a failure.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "nslib-browser-test"
+#: How long a whole notebook may take to run in the browser (quick mode, a loaded 2-core machine).
+RUN_TIMEOUT_S = 1200
+
+pytestmark = pytest.mark.slow
+
+
+def _missing() -> str | None:
+    if CHROMIUM is None:
+        return "Debian's chromium is not installed (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on a free port of 127.0.0.1, serving copies of the notebooks; its URL."""
+    reason = _missing()
+    if reason:
+        if os.environ.get("NSLIB_BROWSER_TEST") == "required":
+            pytest.fail(f"the browser test must run here, but {reason}")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("lab")
+    for edition in ("notebooks", "student"):
+        shutil.copytree(ROOT / edition, folder / edition, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    settings = folder / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)  # every cell in the page, not only those in view
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={folder}",
+         "--LabApp.news_url=", "--allow-root"],
+        env={**os.environ, "NSLIB_QUICK": "1", "JUPYTERLAB_SETTINGS_DIR": str(folder / "lab-settings")}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start within 2 minutes")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def page(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _open(page, lab: str, path: str) -> None:
+    page.goto(f"{lab}/lab/tree/{path}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached", timeout=120_000)
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
+
+
+def _run_all(page) -> None:
+    """Run every cell from the Run menu and wait until no cell is queued or running."""
+    page.click("li.lm-MenuBar-item >> text=Run")
+    page.click('li.lm-Menu-item[data-command="runmenu:run-all"]')
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-InputPrompt')].every(p => !p.textContent.includes('*'))"
+        " && document.querySelector('#jp-main-statusbar').textContent.includes('Idle')",
+        timeout=RUN_TIMEOUT_S * 1000, polling=1000)
+
+
+def _errors(page) -> list[str]:
+    return page.eval_on_selector_all('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
+                                     "nodes => nodes.map(n => n.textContent)")
+
+
+def test_notebook_03_runs_and_its_explorer_redraws(page, lab):
+    _open(page, lab, "notebooks/03_sensitive_neurons_and_ablation.ipynb")
+    _run_all(page)
+    assert not [e for e in _errors(page) if "Error" in e], _errors(page)
+    explorer = page.locator(".jp-OutputArea-output .widget-vbox, .jp-OutputArea-output .widget-box").first
+    explorer.scroll_into_view_if_needed()
+    controls = explorer.locator(".widget-dropdown select, .widget-slider, .widget-toggle-buttons")
+    assert controls.count() >= 2, "the explorer shows no controls"
+    figure = explorer.locator("img").first
+    before = figure.get_attribute("src")
+    dropdown = explorer.locator(".widget-dropdown select").first
+    options = dropdown.locator("option").all_text_contents()
+    dropdown.select_option(label=next(o for o in options if o != dropdown.input_value()))
+    page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                           arg=[figure.element_handle(), before], timeout=120_000)
+
+
+def test_a_student_notebook_runs_to_its_first_exercise(page, lab):
+    """Run all stops at the first error: the autograded test cell after the first exercise,
+    whose stub the checker above reported as not implemented (a [FAIL] line, not a traceback)."""
+    from nslib.editions import TEST_HEADER
+
+    _open(page, lab, "student/01_attacks.ipynb")
+    _run_all(page)
+    errors = _errors(page)
+    assert len(errors) == 1 and "[FAIL]" in errors[0] and "not implemented yet" in errors[0], errors
+    assert "Traceback" not in errors[0]
+    failed = page.locator(".jp-CodeCell", has=page.locator(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")).first
+    assert failed.locator(".jp-InputArea-editor").inner_text().lstrip().startswith(TEST_HEADER.split(":")[0])
