@@ -6,6 +6,7 @@ Runs nbgrader itself (a subprocess per command) on a temporary course directory 
 notebook, 00 (the quickest to execute; autograde executes it twice).
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,11 @@ def test_add_grading_rejects_an_exercise_without_its_checker_call():
 
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    # nbgrader runs `alembic` by name: put the environment's scripts first on PATH (make test
+    # calls .venv/bin/python without activating the environment)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     result = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--force"], cwd=course,
-                            capture_output=True, text=True, timeout=1800)
+                            capture_output=True, text=True, timeout=1800, env={**os.environ, "PATH": path})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
