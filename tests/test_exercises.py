@@ -42,6 +42,15 @@ def _run(cells, namespace):
     return out.getvalue()
 
 
+def _assert_names_the_mistake(result, out: str, message: str | None, *, passed: int | None = None) -> None:
+    """A correct answer (``message`` None) passes every check, ``passed`` of them when given; a
+    mistaken one fails, and the printed [FAIL] lines name ``message``, without a traceback."""
+    if message is None:
+        assert result and "[FAIL]" not in out and (passed is None or result.passed == passed), out
+    else:
+        assert not result and message in out and "Traceback" not in out, out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_checkers_fail_the_stub_and_pass_the_solution(path, monkeypatch):
     monkeypatch.setenv("NSLIB_QUICK", "1")
@@ -145,10 +154,7 @@ def test_check_stabilising_hook_names_the_mistake(mistake, message, capsys):
     result = exercises.check_stabilising_hook(
         lambda indices, benign_output: _stabilising_hook(indices, benign_output, mistake=mistake))
     out = capsys.readouterr().out
-    if message is None:
-        assert result and result.passed == 4 and "[FAIL]" not in out, out
-    else:
-        assert not result and message in out and "Traceback" not in out, out
+    _assert_names_the_mistake(result, out, message, passed=4)
 
 
 # --- 04_robust_training_and_sns: the diagnostics of the training-step checkers ---------------
@@ -196,10 +202,7 @@ def test_check_pgd_at_step_names_the_mistake(mistake, message, capsys):
 
     result = exercises.check_pgd_at_step(lambda *args: _pgd_at_step(*args, **mistake))
     out = capsys.readouterr().out
-    if message is None:
-        assert result and "[FAIL]" not in out, out
-    else:
-        assert not result and message in out, out
+    _assert_names_the_mistake(result, out, message)
 
 
 def _sns_step(model, optimizer, images, labels, layers, k, lam, eps, alpha, steps, *, combine="sum",
@@ -252,10 +255,7 @@ def test_check_sns_step_names_the_mistake(mistake, message, capsys):
 
     result = exercises.check_sns_step(lambda *args: _sns_step(*args, **mistake))
     out = capsys.readouterr().out
-    if message is None:
-        assert result and "[FAIL]" not in out, out
-    else:
-        assert not result and message in out, out
+    _assert_names_the_mistake(result, out, message)
 
 
 # --- 01_attacks: check_pgd ----------------------------------------------------------------
@@ -310,11 +310,8 @@ def test_check_pgd_names_the_mistake(mistake, message, capsys):
 
     result = exercises.check_pgd(lambda *args: _pgd(*args, **mistake))
     out = capsys.readouterr().out
-    if message is None:
-        assert result and result.passed == 10 and "[FAIL]" not in out, out
-    else:
-        assert not result and message in out, out
-        assert out.count("[FAIL]") <= 2, out  # one mistake, one or two specific lines
+    _assert_names_the_mistake(result, out, message, passed=10)
+    assert message is None or out.count("[FAIL]") <= 2, out  # one mistake, one or two specific lines
 
 
 def test_check_pgd_spots_changed_inputs_and_leaves_the_rng_alone(capsys):
