@@ -99,7 +99,7 @@ def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
             answers += 1
             cell.metadata["nbgrader"] = _nbgrader(f"{stem}_answer{answers}", solution=True, grade=True,
                                                   points=ANSWER_POINTS)
-        if cell.cell_type != "code" or not re.search(rf"^\s*{BEGIN}\s*$", cell.source, re.M):
+        if not _is_exercise(cell):
             continue
         call = _CHECK_CALL.match(cell.source.rstrip().splitlines()[-1])
         if call is None:
@@ -187,5 +187,9 @@ def write_student_edition(src: str | Path = ROOT / "notebooks", dst: str | Path 
 
 def exercise_cells(notebook: nbformat.NotebookNode) -> list[int]:
     """Indices of the code cells that hold a solution block."""
-    return [i for i, cell in enumerate(notebook.cells)
-            if cell.cell_type == "code" and re.search(rf"^\s*{BEGIN}\s*$", cell.source, re.M)]
+    return [i for i, cell in enumerate(notebook.cells) if _is_exercise(cell)]
+
+
+def _is_exercise(cell) -> bool:
+    """A code cell holding a solution block (a ``# BEGIN SOLUTION`` line)."""
+    return cell.cell_type == "code" and re.search(rf"^\s*{BEGIN}\s*$", cell.source, re.M) is not None
