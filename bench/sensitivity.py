@@ -16,6 +16,7 @@ Examples::
     python bench/sensitivity.py                                   # both models, N = 1k and 10k
     python bench/sensitivity.py --archs smallcnn --n 1000 10000 100000
     python bench/sensitivity.py --device cuda --batch-size 512
+    python bench/sensitivity.py --device cuda --batch-size 512 --precision bf16   # nslib.precision
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import time
 import torch
 
 from nslib.models import ARCHITECTURES, build
+from nslib.precision import PRECISIONS, prepare_model
 from nslib.sensitivity import default_layers, neuron_sensitivity
 
 
@@ -64,7 +66,7 @@ def worker(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = build(args.arch).eval().to(device)
+    model = prepare_model(build(args.arch).eval().to(device), args.precision)
     shape = ARCHITECTURES[args.arch][1]
     layers = default_layers(model)
     if args.mode == "tensor":
@@ -77,12 +79,13 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     before = rss_mib()
     start = time.perf_counter()
-    sens = neuron_sensitivity(model, layers=layers, batch_size=args.batch_size, device=device, **call)
+    sens = neuron_sensitivity(model, layers=layers, batch_size=args.batch_size, device=device,
+                              precision=args.precision, **call)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {
-        "arch": args.arch, "n": args.n, "mode": args.mode, "batch_size": args.batch_size,
+        "arch": args.arch, "n": args.n, "mode": args.mode, "precision": args.precision, "batch_size": args.batch_size,
         "device": str(device), "threads": torch.get_num_threads(), "layers": len(layers),
         "neurons": sum(s.numel() for s in sens.values()), "seconds": seconds,
         "pairs_per_s": args.n / seconds, "rss_before_mib": before, "rss_peak_mib": rss_mib(),
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--mode", choices=["loader", "tensor"], default="loader",
                         help="stream batches with an attack, or pass two whole tensors (default: loader)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                        help="the forward passes' precision (nslib.precision; default: fp32)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--arch", help=argparse.SUPPRESS)
@@ -115,13 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"{'model':9} {'N':>7} {'layers':>6} {'neurons':>7} {'time s':>8} {'pairs/s':>8} "
               f"{'RSS before':>10} {'RSS peak':>9} {'during call':>11} {'CUDA peak':>9}")
     print(f"neuron_sensitivity, all Conv2d+Linear layers, batch {args.batch_size}, "
-          f"device {args.device}, mode {args.mode}; memory in MiB")
+          f"device {args.device}, mode {args.mode}, precision {args.precision}; memory in MiB")
     print(header)
     for arch in args.archs:
         for n in args.n:
             cmd = [sys.executable, __file__, "--worker", "--arch", arch, "--n", str(n),
                    "--batch-size", str(args.batch_size), "--device", args.device,
-                   "--mode", args.mode, "--threads", str(args.threads)]
+                   "--mode", args.mode, "--threads", str(args.threads), "--precision", args.precision]
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)

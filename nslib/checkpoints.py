@@ -25,7 +25,7 @@ from .models import build
 
 __all__ = [
     "FORMAT_VERSION", "CHECKPOINT_DIR", "atomic_save", "atomic_write_text", "save_checkpoint", "read_checkpoint",
-    "load_checkpoint", "load_pretrained", "pretrained_names", "pretrained_path", "update_manifest",
+    "load_checkpoint", "load_pretrained", "pretrained_names", "pretrained_path", "update_manifest", "upgrade_recipe",
 ]
 
 FORMAT_VERSION = 1
@@ -209,3 +209,24 @@ def load_pretrained(name: str, *, directory: str | os.PathLike = CHECKPOINT_DIR,
                          f"manifest says {expected[:12]}…); restore it with "
                          "`git checkout -- data/checkpoints/` or retrain it.")
     return load_checkpoint(path, map_location=map_location)
+
+
+def upgrade_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe dict in today's keys: a checkpoint's ``amp`` (before ``precision`` existed)
+    becomes ``precision`` (``True``: ``"fp16"``, ``False``: ``"fp32"``) and ``compile``, in its place.
+
+    Example:
+        >>> upgrade_recipe({"seed": 0, "amp": False, "world_size": 1})
+        {'seed': 0, 'precision': 'fp32', 'compile': False, 'world_size': 1}
+    """
+    if "amp" not in recipe:
+        return dict(recipe)
+    if "precision" in recipe:
+        raise ValueError("a recipe has both 'amp' and 'precision'; keep precision ('fp32', 'bf16' or 'fp16').")
+    upgraded = {}
+    for name, value in recipe.items():
+        if name == "amp":
+            upgraded.update(precision="fp16" if value else "fp32", compile=False)
+        else:
+            upgraded[name] = value
+    return upgraded

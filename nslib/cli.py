@@ -31,6 +31,8 @@ examples:
   python -m nslib train --recipe pgd_at --epochs 40 --eps 0.3 --eps-warmup-epochs 16 --out runs/pgd_at
   # SNS: PGD-AT plus lambda x the sensitivity of the top-10% neurons of conv3, conv4, fc1
   python -m nslib train --recipe sns --lambda 0.01 --layers conv3 conv4 fc1 --out runs/sns
+  # a setting's recipe as written in nslib.settings (here PGD-AT on CIFAR-10, ResNet-18), on a GPU in bf16
+  python -m nslib train --setting cifar10-resnet18 --recipe pgd_at --precision bf16 --out runs/c10_pgd_at
   # two processes on one machine (DistributedDataParallel)
   torchrun --nproc_per_node=2 -m nslib train --recipe pgd_at --out runs/ddp
 
@@ -103,11 +105,17 @@ def _add_recipe_option_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` flags; every default is ``TrainConfig``'s or the recipe signature's, shown in ``--help``."""
+    from . import settings
+    from .precision import PRECISIONS
     from .recipes import RECIPES
     from .training import OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()  # every training default, written once there
     g = p.add_argument_group("data and model")
+    g.add_argument("--setting", default=None, choices=list(settings.REGISTRY),
+                   help="train --recipe as this setting writes it (nslib.settings: data set, model, "
+                        "augmentation, every training setting and recipe option); flags given "
+                        "explicitly override it. Default: none, the flags' defaults")
     g.add_argument("--data", default="mnist5k", help="data set: mnist5k (embedded), mnist, "
                    "fashion-mnist, cifar10 (download first). Default: %(default)s")
     g.add_argument("--model", default="smallcnn", help="smallcnn (28x28), vgg16 or resnet18 "
@@ -136,7 +144,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_recipe_option_arguments(p)
     g = p.add_argument_group("machine and logging")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... Default: cuda if available")
-    g.add_argument("--amp", action="store_true", default=d.amp, help="mixed precision (CUDA only)")
+    g.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
+                   help="fp32 (the reference), bf16 (autocast + channels_last, the fast path) or fp16 "
+                        "(autocast + loss scaling); CUDA only. Default: %(default)s")
+    g.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the forward passes (CUDA; the first batches compile)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (also $NSLIB_THREADS). Default: torch's choice")
     g.add_argument("--eval-n", type=int, default=d.eval_n,
@@ -183,9 +195,13 @@ def run_train(args: argparse.Namespace) -> int:
     from .data import load
     from .models import build
     from .training import train
-    from .utils import seed_everything
+    from .utils import default_device, seed_everything
 
     config = train_config(args)  # a wrong option fails here, before any data is read
+    device = torch.device(args.device) if args.device else default_device()
+    if config.precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"--precision {config.precision} needs a CUDA GPU, and this run is on {device.type}; "
+                         "drop --precision to train in fp32 (the reference), or pass --device cuda.")
     _threads(args)
     train_set = load(args.data, "train", limit=args.limit, augment=args.augment)
     test_set = load(args.data, "test")
@@ -378,7 +394,16 @@ COMMANDS: dict[str, tuple[str, str, Callable, Callable]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def setting_defaults(name: str, recipe: str) -> dict:
+    """The ``train`` flags' defaults of ``--setting name --recipe recipe``: its data set, model,
+    augmentation and every setting and option of its recipe (``nslib.settings``), by ``dest``."""
+    from .settings import get
+
+    setting = get(name)
+    return {"data": setting.dataset, "model": setting.arch, "augment": setting.augment, **setting.recipe(recipe)}
+
+
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nslib",
         description="nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS). "
@@ -391,10 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
+        if name == "train" and train_defaults:
+            p.set_defaults(**train_defaults)
         # also after the command; SUPPRESS keeps a --debug given before it
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback of an error (also NSLIB_DEBUG=1)")
     return parser
+
+
+def _with_setting(args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """``train --setting``: the arguments parsed again with the setting's recipe as the defaults."""
+    if args.command != "train" or not args.setting:
+        return args
+    return build_parser(setting_defaults(args.setting, args.recipe)).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.exit(2, f"nslib: error: {error}\n")
     if debug:
-        return run(args)  # errors keep their traceback
+        return run(_with_setting(args, argv))  # errors keep their traceback
     try:
-        return run(args)
+        return run(_with_setting(args, argv))
     except USER_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         parser.exit(2, f"nslib: error: {message} (--debug shows the traceback)\n")

@@ -35,7 +35,7 @@ TEXT_STUB = "**Your answer.** *Write what you did, what you saw, and what you co
 #: Points of each autograded test cell, and of each open question (graded by hand).
 POINTS, ANSWER_POINTS = 1, 2
 #: The first line of an autograded test cell.
-TEST_HEADER = "# Autograded test (nbgrader): silent when the checks above pass."
+TEST_HEADER = "# Test (locked): the checks above again, silent when they pass; if one fails, Run All stops here."
 #: nbgrader settings that make its student version ours (same stubs).
 NBGRADER_CONFIG = {"ClearSolutions": {"code_stub": {"python": STUB}, "text_stub": TEXT_STUB},
                    "Execute": {"timeout": 900}}
@@ -76,7 +76,9 @@ def _nbgrader(grade_id: str, *, solution: bool = False, grade: bool = False, poi
 
 
 def _is_test_cell(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.startswith(TEST_HEADER)
+    """A test cell of :func:`add_grading`: its nbgrader id (whatever its header says) or its header."""
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+    return cell.cell_type == "code" and ("_test_" in grade_id or cell.source.startswith(TEST_HEADER))
 
 
 def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
@@ -159,14 +161,16 @@ def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
 
 
 def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``notebook`` with solutions stubbed out and all outputs cleared."""
+    """A copy of ``notebook`` with solutions stubbed out, instructor answers replaced by an
+    answer stub, nbval's marker lines (``# NBVAL_...``) dropped and all outputs cleared."""
     student = clean_notebook(nbformat.from_dict(notebook))
     for cell in student.cells:
         if cell.cell_type == "markdown" and cell.source.startswith(ANSWER):
             cell.source = TEXT_STUB
         if cell.cell_type != "code":
             continue
-        cell.source = strip_solutions(cell.source)
+        cell.source = "\n".join(line for line in strip_solutions(cell.source).split("\n")
+                                if not line.startswith("# NBVAL_"))  # the course's test markers
         cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
     return student

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import atomic_save, atomic_write_text
+from .checkpoints import atomic_save, atomic_write_text, upgrade_recipe
 from .recipes import RECIPES, recipe_options
 
 __all__ = ["RunState", "save_last", "load_last", "check_resume", "write_log", "rng_state", "set_rng_state"]
 
-#: Settings a resumed run may change: a run can be continued to more epochs.
-RESUME_FREE = ("epochs",)
+#: Settings a resumed run may change: a run can be continued to more epochs, with or without torch.compile.
+RESUME_FREE = ("epochs", "compile")
 
 
 def save_last(path: str | os.PathLike, run: RunState, config: dict) -> Path:
@@ -72,7 +72,7 @@ def check_resume(saved: dict, current: dict, path: Path) -> None:
     so a ``last.pt`` that recorded only the options it was given resumes under a command
     that spells out the defaults, and the other way round.
     """
-    saved, current = _with_option_defaults(saved), _with_option_defaults(current)
+    saved, current = _with_option_defaults(upgrade_recipe(saved)), _with_option_defaults(upgrade_recipe(current))
     diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current)
             if k not in RESUME_FREE and saved.get(k) != current.get(k)}
     if diff:

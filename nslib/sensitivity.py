@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .hooks import LayerSpec, activations, layer_names, resolve_layers
+from .precision import autocast, channels_last, check_precision
 from .utils import check_images, check_labels, eval_mode, model_device
 
 __all__ = ["neuron_distance", "neuron_sensitivity", "layer_sensitivity", "rank_neurons",
@@ -142,7 +143,7 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
                        layers: LayerSpec | Iterable[LayerSpec] | None = None, *,
                        attack: Attack | None = None, labels: torch.Tensor | None = None,
                        batch_size: int = 256, device: torch.device | str | None = None,
-                       progress: bool = False) -> dict[str, torch.Tensor]:
+                       progress: bool = False, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """Neuron sensitivity ``sigma_l^i`` of every neuron of ``layers`` (Zhang et al. 2021).
 
     The definition and our choices: ``docs/experiments.md#neuron-sensitivity``.
@@ -176,6 +177,9 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
         device (torch.device or str, optional): where the batches go. Default: ``None``,
             the device of the model's parameters.
         progress (bool, optional): show a ``tqdm`` progress bar. Default: ``False``.
+        precision (str, optional): ``"fp32"`` or ``"bf16"``: the forward passes that record
+            the activations run under bf16 autocast (``nslib.precision``); the distances
+            are taken in float32. The ``attack`` has its own precision. Default: ``"fp32"``.
 
     Shape:
         benign and adversarial ``(N, C, H, W)`` (batch along dim 0); labels ``(N,)``.
@@ -183,7 +187,7 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
     Returns:
         dict[str, Tensor]: ``{layer name: sigma}``, ``sigma`` of shape ``(neurons,)``
         (the size of the layer output's dim 1: channels of a conv, units of a linear),
-        on the CPU, in the dtype of the layer's output.
+        on the CPU, in the dtype of the layer's output (float32 under bf16).
 
     Example:
         >>> model = nslib.models.build("smallcnn")  # doctest: +SKIP
@@ -193,6 +197,7 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
         (torch.Size([32]), torch.Size([200]))
     """
     _check_arguments(benign, adversarial, attack, labels, batch_size)
+    check_precision(precision)
     names = list(resolve_layers(model, default_layers(model) if layers is None else layers))
     device = model_device(model) if device is None else torch.device(device)
     if isinstance(benign, torch.Tensor):
@@ -222,9 +227,12 @@ def neuron_sensitivity(model: nn.Module, benign, adversarial: torch.Tensor | Non
                     raise ValueError(f"the attack returned shape {tuple(x_adv.shape)} for images "
                                      f"of shape {tuple(x.shape)}; it must keep the shape.")
             x_adv = x_adv.to(device)
-            clean = activations(model, x, names)
-            adv = activations(model, x_adv, names)
+            with autocast(precision, device):
+                clean = activations(model, channels_last(x, precision), names)
+                adv = activations(model, channels_last(x_adv, precision), names)
             for name in names:
+                if precision != "fp32":  # the distance in float32, not in the autocast dtype
+                    clean[name], adv[name] = clean[name].float(), adv[name].float()
                 dist = neuron_distance(clean[name], adv[name]).sum(dim=0, dtype=torch.float64)
                 if name in sums:
                     sums[name] += dist

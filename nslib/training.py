@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -35,8 +36,9 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from .attacks import pgd
-from .checkpoints import save_checkpoint
+from .checkpoints import save_checkpoint, upgrade_recipe
 from .distributed import barrier, epoch_loader, start_process_group, torchrun_env, train_device, wrap_model
+from .precision import autocast, check_precision, prepare_model
 from .recipes import (RECIPES, check_options, pgd_at_loss, recipe_options, sns_layers, sns_loss, standard_loss,
                       trades_loss)
 from .runstate import RunState, load_last, save_last, write_log
@@ -105,9 +107,10 @@ def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int |
     rank, local_rank, world = torchrun_env()
     start_process_group(world, device)
     device = train_device(device, local_rank, world)
-    if config.amp and device.type != "cuda":
-        print("note: amp=True is ignored on the CPU (mixed precision is CUDA-only here).")
-        config = replace(config, amp=False)
+    if config.precision != "fp32" and device.type != "cuda":
+        warnings.warn(f"precision={config.precision!r} is for CUDA GPUs; training on the CPU in fp32 instead.",
+                      stacklevel=2)
+        config = replace(config, precision="fp32")
     train_set = _as_dataset(train_data, "train_data")
     test_set = _as_dataset(test_data, "test_data") if test_data is not None else None
     eval_xy = _first(test_set, config.eval_n) if test_set is not None and config.eval_n else None
@@ -115,7 +118,9 @@ def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int |
     layers = list(config.options["layers"]) if config.options.get("layers") else sns_layers(model)
     seed_everything(config.seed)
     model.to(device)
-    forward = wrap_model(model, device, world)   # what the loss's forward passes go through
+    forward = wrap_model(prepare_model(model, config.precision), device, world)  # the loss's forward passes
+    if config.compile:
+        forward = torch.compile(forward)
     run = _new_run(model, config)
     last = Path(out) / "last.pt" if out is not None else None
     if last is not None and last.exists():
@@ -240,13 +245,13 @@ def _batch_loss(model: nn.Module, run: RunState, x: torch.Tensor, y: torch.Tenso
                 eps_now: float, device: torch.device) -> tuple[torch.Tensor, dict]:
     """The recipe's ``(loss, stats)`` on one batch at this step's eps (``alpha`` scaled with it), under autocast."""
     alpha_now = config.alpha * (eps_now / config.eps) if config.eps > 0 else config.alpha
-    with torch.autocast(device.type, enabled=config.amp):
+    with autocast(config.precision, device):   # the attack's forward passes too
         return RECIPES[config.recipe](model, x, y, net=run.net, eps=eps_now, alpha=alpha_now,
                                      steps=config.steps, state=run.state, **config.options)
 
 
 def _optimizer_step(run: RunState, loss: torch.Tensor) -> None:
-    """Backward through the (amp) grad scaler and one optimizer step."""
+    """Backward through the (fp16) grad scaler and one optimizer step."""
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -306,10 +311,10 @@ def _settle_config(config: TrainConfig | None, recipe: str | None, epochs: int |
 
 
 def _new_run(net: nn.Module, config: TrainConfig) -> RunState:
-    """A fresh run of ``net``: its optimizer, per-epoch scheduler and (amp) grad scaler."""
+    """A fresh run of ``net``: its optimizer, per-epoch scheduler and (fp16) grad scaler."""
     optimizer = _make_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
     scheduler = _make_schedule(config.schedule, optimizer, config.epochs)
-    return RunState(net, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=config.amp))
+    return RunState(net, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=config.precision == "fp16"))
 
 
 def _with_attack_defaults(config: TrainConfig, train_set: Dataset, eval_xy) -> TrainConfig:
@@ -415,7 +420,12 @@ class TrainConfig:
         eps_warmup_epochs (float): epochs of the linear eps ramp (:func:`ramp`). Default: ``0``.
         seed (int): seeds everything (``nslib.utils.seed_everything``) and the shuffling of
             epoch ``e`` (``seed * 1000 + e``); evaluation uses ``seed + 12345``. Default: ``0``.
-        amp (bool): mixed precision (CUDA only; ignored with a note on the CPU). Default: ``False``.
+        precision (str): ``"fp32"``, ``"bf16"`` (autocast and channels_last, attacks included)
+            or ``"fp16"`` (autocast with a gradient scaler); ``nslib.precision``. CUDA only: on
+            the CPU it falls back to fp32 with a warning. Default: ``"fp32"``. (Checkpoints
+            from before it carry ``amp``: ``True`` reads as ``"fp16"``.)
+        compile (bool): run the forward passes through ``torch.compile`` (CUDA; the first
+            batches compile). Default: ``False``.
         max_batches (int): stop each epoch after this many batches (quick runs). Default: ``None``.
         eval_every (int): evaluate every this many epochs (and the last). Default: ``1``.
         eval_n (int): test examples of the per-epoch evaluation. Default: ``500``.
@@ -445,7 +455,8 @@ class TrainConfig:
     steps: int = 10
     eps_warmup_epochs: float = 0
     seed: int = 0
-    amp: bool = False
+    precision: str = "fp32"
+    compile: bool = False
     max_batches: int | None = None
     eval_every: int = 1
     eval_n: int = 500
@@ -456,6 +467,7 @@ class TrainConfig:
         check_options(self.recipe, self.options, settings=SETTINGS)  # an unknown recipe raises here too
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {self.epochs!r}.")
+        check_precision(self.precision)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'adam' or 'sgd'.")
         if not (self.schedule is None or callable(self.schedule) or self.schedule in ("none", *SCHEDULES)):
@@ -485,6 +497,7 @@ class TrainConfig:
         if not isinstance(settings, Mapping):
             raise TypeError(f"settings must be a dict such as {{'recipe': 'sns', 'lam': 0.01}}, "
                             f"got {type(settings).__name__}.")
+        settings = upgrade_recipe(settings)
         given = {name: value for name, value in settings.items() if name in SETTINGS}
         options = {name: value for name, value in settings.items()
                    if name not in SETTINGS and name not in PROVENANCE}
@@ -504,7 +517,7 @@ class TrainConfig:
 
         Keys, in this order: recipe, epochs, lr, optimizer, weight_decay, batch_size,
         schedule (a callable as its ``repr``), eps, alpha, steps, eps_warmup_epochs, seed,
-        amp, world_size, max_batches, then the given recipe options. The evaluation
+        precision, compile, world_size, max_batches, then the given recipe options. The evaluation
         settings are not part of it (they do not change the weights).
 
         Args:
@@ -514,7 +527,8 @@ class TrainConfig:
         return {"recipe": self.recipe, "epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer,
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": schedule,
                 "eps": self.eps, "alpha": self.alpha, "steps": self.steps,
-                "eps_warmup_epochs": self.eps_warmup_epochs, "seed": self.seed, "amp": self.amp,
+                "eps_warmup_epochs": self.eps_warmup_epochs, "seed": self.seed,
+                "precision": self.precision, "compile": self.compile,
                 "world_size": world_size, "max_batches": self.max_batches, **self.options}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -84,6 +85,15 @@ def quick_mode() -> bool:
     mode the whole budget. Every notebook's setup cell reads it here.
     """
     return env_flag("NSLIB_QUICK", True)
+
+
+def runs_root() -> Path:
+    """Where the notebooks keep their training runs: ``$NSLIB_RUNS``, else ``<checkout>/runs``.
+
+    Set ``NSLIB_RUNS`` to a writable folder when the checkout is read-only (a shared
+    JupyterHub). Used by notebooks 04 and 05 and by ``experiments.models.load_or_train``.
+    """
+    return Path(os.environ.get("NSLIB_RUNS") or Path(__file__).resolve().parent.parent / "runs")
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -309,7 +309,7 @@ def test_repr_is_readable():
         assert "0x" not in text and "object at" not in text
     assert repr(A.PGD(model, eps=0.3, steps=40, norm="l2")) == (
         "PGD(model=TinyNet, eps=0.3, alpha=0.00784314, steps=40, random_start=True, norm='L2', "
-        "loss='ce', kappa=None, targeted=False)")
+        "loss='ce', kappa=None, targeted=False, precision='fp32')")
 
 
 # ---------------------------------------------------------------- analytic linear case

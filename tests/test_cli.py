@@ -1,4 +1,5 @@
-"""Command line: help texts, train + evaluate round trip, and train under torchrun (DDP, 2 CPU processes)."""
+"""Command line: help texts, train + evaluate round trip, and train under torchrun (DDP, 2 CPU processes,
+a setting's recipe)."""
 import os
 import subprocess
 import sys
@@ -75,13 +76,14 @@ def test_train_under_torchrun_with_two_cpu_processes(tmp_path):
         pytest.skip(f"no torchrun next to {sys.executable}")
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "nslib", "train",
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "nslib", "train", "--setting", "mnist-smallcnn",
          "--recipe", "standard", "--epochs", "2", "--limit", "600", "--eval-n", "200",
          "--eval-steps", "1", "--no-progress", "--device", "cpu", "--out", str(out)],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     model, info = load_checkpoint(out / "model.pt")
-    assert info["recipe"]["world_size"] == 2
+    assert info["recipe"]["world_size"] == 2 and info["recipe"]["epochs"] == 2   # the flag beat the setting's 10
+    assert info["recipe"]["batch_size"] == 100 and info["recipe"]["seed"] == 0  # the setting's, in every process
     log = info["log"]
     assert log[-1]["loss"] < log[0]["loss"]
     assert info["metrics"]["clean_acc"] > 0.3  # chance is 0.1

@@ -28,6 +28,8 @@ def _fails(argv, capsys) -> str:
     (["evaluate", "mnist_standard", "--data", "mnits"], "unknown data set 'mnits'; choose one of"),
     (["evaluate", "mnist_standard", "--attacks", "pgd7"], "unknown attacks ['pgd7'] at eps 0.3; choose from clean,"),
     (["train", "--data", "mnits", "--out", "unused"], "unknown data set 'mnits'"),
+    (["train", "--precision", "bf16", "--device", "cpu", "--out", "unused"],
+     "--precision bf16 needs a CUDA GPU, and this run is on cpu; drop --precision"),
     (["reproduce", "--seeds", "4"], "quick mode uses the shipped seeds, and 3 are shipped; got seeds=4. Use --seeds 3"),
     (["reproduce", "--seeds", "0"], "seeds (training seeds per recipe) must be an int >= 1, got 0"),
 ])

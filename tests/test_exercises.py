@@ -432,3 +432,12 @@ def test_clean_notebook_drops_progress_bars_and_keeps_other_outputs():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run()")])
     notebook.cells[0].outputs = [bar, text_bar, explorer, printed]
     assert editions.clean_notebook(notebook).cells[0].outputs == [explorer, printed]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_edition_reads_as_written_for_students(path):
+    """No solution, instructor answer, test marker or grading internals reach the student edition."""
+    student = editions.student_notebook(nbformat.read(path, as_version=4))
+    for index, cell in enumerate(student.cells):
+        for word in ("BEGIN SOLUTION", "Instructor answer", "NBVAL", "nbval", "nbgrader", "autograde"):
+            assert word not in cell.source, f"{path.name} cell {index} shows {word!r} to students"

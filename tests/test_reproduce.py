@@ -239,8 +239,12 @@ def test_e1_verdict_follows_the_relative_sensitivity(rel_at, verdict):
                                     {"standard": rel["standard"], "at": {"a": 0.5, "b": 0.5, "c": 0.5}})
     assert "held once activation scale is controlled" in raw_only
     tie = compare_to_reference(raw, {"standard": rel["standard"], "at": {"a": 0.95, "b": 0.95, "c": 0.99}})
-    assert "held, and it survives" in tie and "call it a tie" in tie                 # lower, but barely
-    assert "call it a tie" not in text
+    assert "held in raw units; relative to activation size it is a tie" in tie   # lower, but barely
+    assert "survives" not in tie and "neither is steadier" in tie
+    assert "a tie" not in text
+    three = {"standard": rel["standard"], "at": {"a": 0.95, "b": 0.95, "c": 0.99}, "sns": rel_at}
+    some = compare_to_reference({**raw, "sns": raw["at"]}, three)                  # one model ties, one does not
+    assert "call it a tie" in some and "at and standard differ by at most" in some
 
 
 def test_e6_gives_one_correlation_per_seed_and_the_pooled_one(tmp_path, monkeypatch, device):

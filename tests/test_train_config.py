@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import nslib.data
-from nslib.checkpoints import read_checkpoint, pretrained_names, pretrained_path
+from nslib.checkpoints import pretrained_names, pretrained_path, read_checkpoint, upgrade_recipe
 from nslib.cli import _recipe_flags, build_parser, run_train, train_config
 from nslib.data import load
 from nslib.models import build
@@ -14,9 +14,11 @@ from nslib.runstate import check_resume
 from nslib.training import SETTINGS, TrainConfig, train
 
 SNS_OPTIONS = "lam, layers, k, max_k, topk_every, momentum, ce_on"
-#: The keys (in order) every checkpoint's recipe dict has had before the recipe options.
+#: The keys (in order) every checkpoint's recipe dict has before the recipe options (checkpoints
+#: written before precision existed have ``amp`` in its place: ``upgrade_recipe``).
 CHECKPOINT_KEYS = ["recipe", "epochs", "lr", "optimizer", "weight_decay", "batch_size", "schedule", "eps",
-                   "alpha", "steps", "eps_warmup_epochs", "seed", "amp", "world_size", "max_batches"]
+                   "alpha", "steps", "eps_warmup_epochs", "seed", "precision", "compile", "world_size",
+                   "max_batches"]
 TINY = dict(batch_size=50, steps=1, eps=0.3, max_batches=1, progress=False)  # tests that train add device=
 
 
@@ -108,7 +110,7 @@ def test_checkpoints_keep_the_flat_recipe_dict(tiny_set, tmp_path, device):
 @pytest.mark.parametrize("name", ["mnist_standard", "mnist_pgd_at", "mnist_trades", "mnist_sns"])
 def test_a_shipped_checkpoints_recipe_replays(name):
     assert name in pretrained_names()
-    recipe = read_checkpoint(pretrained_path(name))["recipe"]
+    recipe = upgrade_recipe(read_checkpoint(pretrained_path(name))["recipe"])  # shipped with amp=False
     config = TrainConfig.from_dict(recipe)
     assert config.recipe == name.removeprefix("mnist_")
     expected = {k: v for k, v in recipe.items() if k != "command"}
@@ -195,3 +197,17 @@ def test_cli_rejects_an_option_of_another_recipe_before_loading_data(argv, messa
     monkeypatch.setattr(nslib.data, "load", no_data)
     with pytest.raises(ValueError, match=message):
         run_train(_args(*argv))
+
+
+def test_a_checkpoint_written_with_amp_reads_as_precision_and_resumes(tmp_path):
+    legacy = {**TrainConfig(recipe="pgd_at").to_dict(), "amp": True}
+    del legacy["precision"], legacy["compile"]
+    assert TrainConfig.from_dict(legacy).precision == "fp16"
+    assert TrainConfig.from_dict({**legacy, "amp": False}).precision == "fp32"
+    check_resume({**legacy, "amp": False}, TrainConfig(recipe="pgd_at").to_dict(), tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="other settings.*precision"):
+        check_resume(legacy, TrainConfig(recipe="pgd_at").to_dict(), tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="both 'amp' and 'precision'"):
+        TrainConfig.from_dict({**legacy, "precision": "bf16"})
+    with pytest.raises(ValueError, match=r"unknown precision 'bf32'.*'fp32', 'bf16', 'fp16'"):
+        TrainConfig(precision="bf32")

@@ -14,6 +14,7 @@ from nslib.checkpoints import load_pretrained, pretrained_path, read_checkpoint
 from nslib.experiments import models as experiment_models
 from nslib.experiments.context import MODELS
 from nslib.experiments.models import SHIPPED_ARCH, SHIPPED_DATASET, SHIPPED_RECIPES
+from nslib.checkpoints import upgrade_recipe
 from nslib.training import PROVENANCE, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ SCRIPT = ROOT / "scripts" / "train_shipped.py"
 @pytest.mark.parametrize("name", MODELS)
 def test_shipped_recipes_are_the_recipes_in_the_shipped_checkpoints(name):
     info = read_checkpoint(pretrained_path(name))
-    stored = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
+    stored = {k: v for k, v in upgrade_recipe(info["recipe"]).items() if k not in PROVENANCE}  # amp -> precision
     assert SHIPPED_RECIPES[name] == stored
     assert TrainConfig.from_dict(SHIPPED_RECIPES[name]).to_dict() == {**stored, "world_size": 1}
     assert (info["arch"], info["dataset"]) == (SHIPPED_ARCH, SHIPPED_DATASET)
@@ -44,7 +45,7 @@ def test_shipped_seeds_are_the_shipped_recipe_with_another_seed(name, seed):
     from nslib.experiments.context import seed_name
 
     info = read_checkpoint(pretrained_path(seed_name(name, seed)))
-    stored = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
+    stored = {k: v for k, v in upgrade_recipe(info["recipe"]).items() if k not in PROVENANCE}
     assert stored == {**SHIPPED_RECIPES[name], "seed": seed}
     assert info["recipe"]["command"] == f"python scripts/train_shipped.py {name} --seed {seed}"
     assert {"clean_acc", "pgd40_acc", "eval"} <= set(info["metrics"])

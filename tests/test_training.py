@@ -222,21 +222,23 @@ def test_sigkill_mid_run_then_same_command_gives_same_weights(tmp_path, device):
         pytest.fail("the killed run left last.pt but the rerun did not resume:\n" + result.stdout)
 
 
-def test_schedule_lowers_lr_and_amp_is_ignored_on_cpu(small, capsys):
+def test_schedule_lowers_lr_and_bf16_falls_back_to_fp32_on_cpu(small):
     train_set, _ = small
-    log = train(_model(), train_set, "standard", 4, lr=0.01, schedule="multistep", max_batches=1,
-                amp=True, device="cpu", progress=False)
+    with pytest.warns(UserWarning, match="precision='bf16' is for CUDA GPUs; training on the CPU in fp32"):
+        log = train(_model(), train_set, "standard", 4, lr=0.01, schedule="multistep", max_batches=1,
+                    precision="bf16", device="cpu", progress=False)
     assert [r["lr"] for r in log] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
-    assert "amp=True is ignored on the CPU" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown schedule"):
         train(_model(), train_set, "standard", 1, schedule="linear", max_batches=1, progress=False)
 
 
-def test_amp_trains_on_cuda(small, device):
-    """Mixed precision (autocast and the grad scaler) on CUDA, attacks inside autocast included."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cuda(small, device, precision):
+    """Autocast (and for fp16 the grad scaler) on CUDA, attacks inside autocast included."""
     if device.type != "cuda":
-        pytest.skip("amp is CUDA-only (ignored on the CPU: test_schedule_lowers_lr_and_amp_is_ignored_on_cpu)")
+        pytest.skip("mixed precision trains on CUDA only (the CPU falls back: "
+                    "test_schedule_lowers_lr_and_bf16_falls_back_to_fp32_on_cpu)")
     train_set, test_xy = small
-    log = train(_model(), train_set, "sns", 1, test_data=test_xy, max_batches=2, amp=True, device=device,
-                **QUICK)
+    log = train(_model(), train_set, "sns", 1, test_data=test_xy, max_batches=2, precision=precision,
+                device=device, **QUICK)
     assert math.isfinite(log[0]["loss"]) and 0 <= log[0]["robust_acc"] <= 1

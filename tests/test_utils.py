@@ -1,5 +1,6 @@
 """Small statistics helpers of nslib.utils used by the notebooks."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,3 +26,13 @@ def test_spearman_against_a_hand_computed_case_with_ties():
 def test_spearman_rejects_unequal_lengths():
     with pytest.raises(ValueError, match="same length"):
         spearman([1, 2, 3], [1, 2])
+
+
+def test_runs_root_follows_nslib_runs_and_defaults_to_the_checkout(monkeypatch, tmp_path):
+    import nslib
+    from nslib.utils import runs_root
+
+    monkeypatch.setenv("NSLIB_RUNS", str(tmp_path / "mine"))
+    assert runs_root() == tmp_path / "mine"
+    monkeypatch.delenv("NSLIB_RUNS")
+    assert runs_root() == Path(nslib.__file__).resolve().parent.parent / "runs"

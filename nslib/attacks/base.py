@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import autocast, channels_last
 from ..utils import check_eps, check_images, check_labels, eval_mode, start_range_check
 
 __all__ = ["Attack", "attack_context", "prepare", "prepare_deferred", "check_steps", "check_choice", "margin",
@@ -150,11 +151,21 @@ def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss: str = 
     return m.sum()
 
 
-def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   **loss_kwargs: Any) -> torch.Tensor:
-    """``d loss / d images`` with ``torch.autograd.grad`` (never touches parameters' ``.grad``)."""
+def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                   precision: str = "fp32", **loss_kwargs: Any) -> torch.Tensor:
+    """``d loss / d images`` with ``torch.autograd.grad`` (never touches parameters' ``.grad``).
+
+    The forward pass runs in ``precision`` (``nslib.precision``: under bf16 autocast, the
+    input in channels_last); there the logits are cast to float32 before the loss, so the
+    loss and the gradient w.r.t. the float32 ``images`` are float32. In fp32 nothing is cast
+    (a float64 model stays float64, as the reference tests need).
+    """
     images = images.detach().requires_grad_(True)
-    value = adversarial_loss(model(images), labels, **loss_kwargs)
+    with autocast(precision, images.device):
+        logits = model(channels_last(images, precision))
+    if precision != "fp32":
+        logits = logits.float()   # the loss in float32, not in the autocast dtype
+    value = adversarial_loss(logits, labels, **loss_kwargs)
     return torch.autograd.grad(value, images)[0]
 
 

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from ..precision import check_precision
 from ..utils import check_eps
 from .base import (LOSSES, NORMS, Attack, _per_sample, attack_context, check_choice,
                    check_steps, input_gradient, prepare_deferred, project_l2, project_linf)
@@ -47,7 +48,7 @@ def _check_kappa(kappa: float | None) -> None:
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
         random_start: bool = True, norm: str = "Linf", loss: str = "ce",
-        kappa: float | None = None, targeted: bool = False) -> torch.Tensor:
+        kappa: float | None = None, targeted: bool = False, precision: str = "fp32") -> torch.Tensor:
     r"""Projected Gradient Descent: ``steps`` ascent steps of size ``alpha``, each projected on the eps-ball.
 
     Paper: Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models
@@ -82,6 +83,9 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
             wins by ``kappa`` (the margin is clamped from above); ``None`` never clamps.
             Default: ``None``.
         targeted (bool, optional): ``labels`` are target classes to reach. Default: ``False``.
+        precision (str, optional): ``"fp32"`` or ``"bf16"`` (the model's forward passes under
+            bf16 autocast, inputs channels_last; the iterates, loss, gradient and projection
+            stay float32; see ``nslib.precision``). Default: ``"fp32"``, the reference.
 
     Shape:
         - images: ``(N, C, H, W)`` in [0, 1] (any ``(N, ...)`` works).
@@ -107,6 +111,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     norm = check_choice(norm, "norm", NORMS)
     loss = check_choice(loss, "loss", LOSSES)
     _check_kappa(kappa)
+    check_precision(precision)
     images, labels, verdict = prepare_deferred(model, images, labels)
     with attack_context(model):
         if random_start:
@@ -114,7 +119,8 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         else:
             adv = images
         for _ in range(steps):
-            grad = input_gradient(model, adv, labels, loss=loss, targeted=targeted, kappa=kappa)
+            grad = input_gradient(model, adv, labels, loss=loss, targeted=targeted, kappa=kappa,
+                                  precision=precision)
             if norm == "Linf":
                 adv = project_linf(adv + alpha * grad.sign(), images, eps)
             else:
@@ -140,6 +146,7 @@ class PGD(Attack):
         loss (str, optional): ``"ce"`` or ``"cw"``. Default: ``"ce"``.
         kappa (float, optional): clamp of the C&W margin. Default: ``None``.
         targeted (bool, optional): labels are target classes. Default: ``False``.
+        precision (str, optional): ``"fp32"`` or ``"bf16"`` (``nslib.precision``). Default: ``"fp32"``.
 
     Shape: images ``(N, C, H, W)`` in [0, 1], labels ``(N)`` -> ``(N, C, H, W)``.
 
@@ -156,9 +163,11 @@ class PGD(Attack):
 
     def __init__(self, model: nn.Module, *, eps: float = 8 / 255, alpha: float = 2 / 255,
                  steps: int = 10, random_start: bool = True, norm: str = "Linf",
-                 loss: str = "ce", kappa: float | None = None, targeted: bool = False) -> None:
+                 loss: str = "ce", kappa: float | None = None, targeted: bool = False,
+                 precision: str = "fp32") -> None:
         norm = check_choice(norm, "norm", NORMS)
         loss = check_choice(loss, "loss", LOSSES)
         _check_kappa(kappa)
+        check_precision(precision)
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-                         norm=norm, loss=loss, kappa=kappa, targeted=targeted)
+                         norm=norm, loss=loss, kappa=kappa, targeted=targeted, precision=precision)

@@ -22,29 +22,21 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, save_checkpoint
-from ..utils import default_device, pgd_step, seed_everything
-from .context import MODELS, SHIPPED_SEEDS, Context, Result, data_file, mean_std, seed_name, short_name
+from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, save_checkpoint, upgrade_recipe
+from ..settings import DEFAULT, RECIPE_NAMES
+from ..utils import default_device, runs_root, seed_everything
+from .context import SHIPPED_SEEDS, Context, Result, data_file, mean_std, seed_name, short_name
 
 __all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "SHIPPED_SEEDS", "seed_name", "load_or_train",
            "retrain_settings", "retrain", "checkpoint_metrics", "reevaluate", "run"]
 
-#: The architecture and data set of the shipped models.
-SHIPPED_ARCH, SHIPPED_DATASET = "smallcnn", "mnist5k"
-
-_COMMON = {"lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 100, "schedule": None,
-           "eps": 0.3, "alpha": pgd_step(0.3, 10), "steps": 10, "seed": 0, "amp": False, "max_batches": None}
-_ROBUST = {**_COMMON, "epochs": 40, "eps_warmup_epochs": 16.0}
+#: The architecture and data set of the shipped models (``nslib.settings.DEFAULT``, mnist-smallcnn).
+SHIPPED_ARCH, SHIPPED_DATASET = DEFAULT.arch, DEFAULT.dataset
 
 #: ``train()`` keyword settings of the four shipped models (``recipe`` and ``epochs`` included):
-#: ``nslib.training.TrainConfig.from_dict`` of each is the run's configuration.
-SHIPPED_RECIPES: dict[str, dict] = {
-    "mnist_standard": {"recipe": "standard", **_COMMON, "epochs": 10, "eps_warmup_epochs": 0},
-    "mnist_pgd_at": {"recipe": "pgd_at", **_ROBUST},
-    "mnist_trades": {"recipe": "trades", **_ROBUST, "beta": 6.0},
-    "mnist_sns": {"recipe": "sns", **_ROBUST, "lam": 0.01, "layers": ["conv3", "conv4", "fc1"], "k": 0.1,
-                  "max_k": 10, "topk_every": 0, "ce_on": "adv"},
-}
+#: the ``mnist-smallcnn`` setting's recipes, by model name. ``nslib.training.TrainConfig.from_dict``
+#: of each is the run's configuration.
+SHIPPED_RECIPES: dict[str, dict] = {DEFAULT.model_name(r): DEFAULT.recipe(r) for r in RECIPE_NAMES}
 
 def load_or_train(name: str, *, device=None, quick: bool = True, runs: str | Path | None = None,
                   seed: int = 0) -> tuple[torch.nn.Module, dict]:
@@ -60,7 +52,8 @@ def load_or_train(name: str, *, device=None, quick: bool = True, runs: str | Pat
         name (str): one of ``SHIPPED_RECIPES`` (``"mnist_standard"``, ...).
         device: where the model goes (default: ``nslib.utils.default_device()``).
         quick (bool): train the cheap stand-in when the checkpoint is missing.
-        runs (path): folder of the fallback's training run; default ``runs/notebooks``.
+        runs (path): folder of the fallback's training run; default
+            ``nslib.utils.runs_root() / "notebooks"`` (``$NSLIB_RUNS`` if set).
         seed (int): the training seed (``mnist_pgd_at_seed1`` for seed 1).
 
     Returns:
@@ -89,7 +82,7 @@ def load_or_train(name: str, *, device=None, quick: bool = True, runs: str | Pat
         settings.update(epochs=2, eps_warmup_epochs=1 if recipe != "standard" else 0)
         train_data, out = data.load(SHIPPED_DATASET, "train", limit=1000), None
     else:
-        out = Path(runs or Path(__file__).resolve().parents[2] / "runs" / "notebooks") / full_name
+        out = Path(runs or runs_root() / "notebooks") / full_name
         print(f"{full_name}: no shipped checkpoint; training it with the shipped recipe into {out}")
         train_data = data.load(SHIPPED_DATASET, "train")
     log = train(model, train_data, recipe, out=out, progress=not quick, device=device, **settings)
@@ -100,7 +93,8 @@ def retrain_settings(name: str) -> dict:
     """``train()`` arguments of a shipped model, read from the recipe its checkpoint carries.
 
     Returns ``{"arch", "dataset", **recipe}`` without the provenance keys
-    (``nslib.training.PROVENANCE``: the shell command and the number of processes).
+    (``nslib.training.PROVENANCE``: the shell command and the number of processes), in
+    today's keys (``nslib.checkpoints.upgrade_recipe``: the shipped ``amp`` is ``precision``).
 
     Example:
         >>> s = retrain_settings("mnist_pgd_at")
@@ -110,7 +104,7 @@ def retrain_settings(name: str) -> dict:
     from ..training import PROVENANCE
 
     _, info = load_pretrained(name)  # sha256-checked
-    recipe = {k: v for k, v in info["recipe"].items() if k not in PROVENANCE}
+    recipe = {k: v for k, v in upgrade_recipe(info["recipe"]).items() if k not in PROVENANCE}
     return {"arch": info["arch"], "dataset": info["dataset"], **recipe}
 
 
@@ -129,8 +123,9 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
         name (str): the model's name, for messages.
         run_dir (path): the training run's folder; an interrupted run resumes from it.
         checkpoint (path): where the trained model is saved.
-        settings (dict): ``{"arch", "dataset", **train() settings}`` (checked strictly by
-            ``TrainConfig.from_dict``: an unknown key raises), e.g.
+        settings (dict): ``{"arch", "dataset", **train() settings}``, optionally ``"augment"``
+            (crop + flip; default ``False``), checked strictly by ``TrainConfig.from_dict``
+            (an unknown key raises), e.g.
             ``retrain_settings(name)`` or ``{"arch": SHIPPED_ARCH, "dataset": SHIPPED_DATASET,
             **SHIPPED_RECIPES[name]}``.
         device (optional): Default: ``nslib.utils.default_device()``.
@@ -145,14 +140,14 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
     from ..training import TrainConfig, train
 
     settings = dict(settings)
-    arch, dataset = settings.pop("arch"), settings.pop("dataset")
+    arch, dataset, augment = settings.pop("arch"), settings.pop("dataset"), settings.pop("augment", False)
     config = TrainConfig.from_dict({**settings, "eval_n": min(500, n)})
     run_dir, device = Path(run_dir), torch.device(device) if device is not None else default_device()
     print(f"  training {name}: {config.recipe}, {config.epochs} epochs -> {run_dir}", flush=True)
     seed_everything(config.seed)
     model = build(arch, dataset=dataset)
     start = time.time()
-    log = train(model, data.load(dataset, "train"), config=config, test_data=data.load(dataset, "test"),
+    log = train(model, data.load(dataset, "train", augment=augment), config=config, test_data=data.load(dataset, "test"),
                 out=run_dir, device=device, progress=progress)
     seconds = round(time.time() - start)
     metrics = checkpoint_metrics(model, dataset, n=n, seed=seed, autoattack=autoattack, device=device)
@@ -209,13 +204,26 @@ def model_row(name: str, seed: int, info: dict) -> dict:
 METRICS = ("clean_acc", "fgsm_acc", "pgd40_acc", "aa_acc", "worst_acc")
 
 
+def setting_settings(ctx: Context, name: str) -> dict:
+    """``retrain`` settings of model ``name`` in the run's setting: the default setting's from the
+    recipe its shipped checkpoint carries; another setting's from ``nslib.settings``, for
+    ``setting.quick_epochs`` epochs in quick mode."""
+    if ctx.setting.shipped:
+        ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
+        return retrain_settings(name)
+    setting = ctx.setting
+    recipe = setting.recipe(short_name(name))
+    if ctx.quick:
+        recipe["epochs"] = min(recipe["epochs"], setting.quick_epochs)
+    return {"arch": setting.arch, "dataset": setting.dataset, "augment": setting.augment, **recipe}
+
+
 def _retrain_seed(ctx: Context, name: str, seed: int) -> None:
-    """``--full``: retrain one seed of a shipped model from the recipe its checkpoint carries."""
-    ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
-    ctx.uses(SHIPPED_DATASET, data_file(SHIPPED_DATASET))
+    """Train one seed of a model from its recipe (``--full``, or a setting that ships no checkpoints)."""
+    ctx.uses(ctx.setting.dataset, data_file(ctx.setting.dataset))
     run_name = seed_name(name, seed)
     retrain(run_name, ctx.out / "runs" / run_name, ctx.out / "models" / f"{run_name}.pt",
-            {**retrain_settings(name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,
+            {**setting_settings(ctx, name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,
             seed=ctx.seed, autoattack=ctx.autoattack)
 
 
@@ -236,9 +244,9 @@ def run(ctx: Context) -> Result:
     """The four models, every training seed, and their headline numbers: shipped (quick) or
     retrained from their recipes (full)."""
     rows = []
-    for name in MODELS:
+    for name in ctx.models:
         for seed in ctx.seeds_of(name):
-            if not ctx.quick:
+            if not ctx.shipped:
                 _retrain_seed(ctx, name, seed)
             rows.append(model_row(name, seed, ctx.checkpoint_info(name, seed)))
     summary = seed_summary(rows)
@@ -246,14 +254,18 @@ def run(ctx: Context) -> Result:
         print(f"  {r['model']:8s} {r['seeds']} seeds  clean {r['clean_acc_mean']:.3f}±{r['clean_acc_std']:.3f}  "
               f"PGD-40 {r['pgd40_acc_mean']:.3f}±{r['pgd40_acc_std']:.3f}"
               + (f"  AutoAttack {r['aa_acc_mean']:.3f}±{r['aa_acc_std']:.3f}" if r["aa_acc_mean"] is not None else ""))
-    where = ("the shipped checkpoints (data/checkpoints/)" if ctx.quick else "retrained here from the shipped recipes")
+    where = ("the shipped checkpoints (data/checkpoints/)" if ctx.shipped else
+             "retrained here from the shipped recipes" if ctx.setting.shipped else
+             f"trained here from the {ctx.setting.name} recipes" + (
+                 f", {ctx.setting.quick_epochs} epochs each in quick mode: a smoke run, not a result" if ctx.quick else ""))
     n, label = rows[0]["n"], rows[0]["autoattack"] or "no AutoAttack"
     counts = ", ".join(f"{r['model']} {r['seeds']}" for r in summary)
-    finding = (f"The four models of the same CNN ({where}; training seeds: {counts}); mean ± std over seeds "
+    finding = (f"The four models of the same {ctx.setting.arch} on {ctx.setting.dataset} ({where}; training seeds: "
+               f"{counts}); mean ± std over seeds "
                f"on {n} test images ({label}): "
                + "; ".join(f"{r['model']} {r['clean_acc_mean']:.1%} ± {r['clean_acc_std']:.1%} clean, "
                            f"{r['pgd40_acc_mean']:.1%} ± {r['pgd40_acc_std']:.1%} under PGD-40"
                            + (f", {r['aa_acc_mean']:.1%} ± {r['aa_acc_std']:.1%} under AutoAttack"
                               if r["aa_acc_mean"] is not None else "") for r in summary)
-               + " at ε = 0.3 (`models.csv`, `models_seeds.csv`).")
+               + f" at ε = {ctx.setting.eps:.4g} (`models.csv`, `models_seeds.csv`).")
     return Result(finding, {"models.csv": rows, "models_seeds.csv": summary})

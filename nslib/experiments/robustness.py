@@ -79,14 +79,14 @@ def seed_verdict(seed_rows: list[dict]) -> dict:
 
 def verdict_text(seed_rows: list[dict], summary: list[dict], verdict: dict) -> str:
     """Finding 3's verdict over seeds as Markdown, every number computed (for REPORT.md and notebook 04)."""
-    words = {"matched": "matched (the difference is within the noise)"}.get(verdict["verdict"], verdict["verdict"])
+    aside = " (the difference is within the noise)" if verdict["verdict"] == "matched" else ""
     counts = f"SNS {verdict['seeds'][0]}, PGD-AT {verdict['seeds'][1]} training seed" + (
         "" if verdict["seeds"] == (1, 1) else "s")
     noise_kind = ("the spread between seeds and test-set sampling" if verdict["seed_variance_known"]
                   else "test-set sampling only: one seed, so the spread between training runs is unmeasured")
     aa = ", ".join(f"{r['model']} {r['aa_acc_mean']:.1%} ± {r['aa_acc_std']:.1%} (seeds: {r['seeds']})"
                    for r in summary if r["aa_acc_mean"] is not None)
-    return (f"**Finding 3: SNS {words} PGD-AT** on the per-example worst case over FGSM, PGD-40 and "
+    return (f"**Finding 3: SNS {verdict['verdict']} PGD-AT{aside}** on the per-example worst case over FGSM, PGD-40 and "
             f"{seed_rows[0]['autoattack']} ({counts}; {seed_rows[0]['n']} test images): "
             f"SNS {verdict['mean'][0]:.1%} ± {verdict['std'][0]:.1%}, "
             f"PGD-AT {verdict['mean'][1]:.1%} ± {verdict['std'][1]:.1%} "

@@ -103,7 +103,12 @@ def compare_to_reference(raw: dict[str, dict[str, float]], relative: dict[str, d
     lines = [_comparison_line(raw, relative, m, reference, r, q) for m, (r, q) in lower.items()]
     head = _HEADS[held_raw, held_rel].format(claim=claim, reference=reference)
     close = [m for m in others if all(abs(relative[m][l] / relative[reference][l] - 1) <= TIE for l in raw[reference])]
-    if close:
+    if close and len(close) == len(others):  # "held relative to activation size" would overstate a tie
+        raw_part = "held in raw units" if held_raw else "held only in part in raw units"
+        head = (f"**The claim “{claim}” {raw_part}; relative to activation size it is a tie**: "
+                f"{', '.join(close)} and {reference} differ by at most {TIE:.0%} in every layer, so without a "
+                "noise estimate (several seeds or image batches) neither is steadier than the other.")
+    elif close:
         head += (f" Relative to activation size, though, {', '.join(close)} and {reference} differ by at most "
                  f"{TIE:.0%} in every layer: without a noise estimate (several seeds or image batches), "
                  "call it a tie.")
