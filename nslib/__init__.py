@@ -16,6 +16,8 @@ One module per concept::
     nslib.training      TrainConfig and the training loop (resumable)
     nslib.runstate      a run's last.pt, resume check and RNG state
     nslib.distributed   torchrun / DistributedDataParallel set-up
+    nslib.precision     the precision switch: fp32 (reference), bf16 autocast + channels_last, compile
+    nslib.settings      experimental settings as data: MNIST/smallcnn, CIFAR-10/ResNet-18, CIFAR-10/VGG-16
     nslib.evaluation    accuracy, robustness tables, gradient-masking checks
     nslib.plotting      the course's figures (E1-E7)
     nslib.widgets       an interactive sensitivity explorer

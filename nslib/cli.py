@@ -157,6 +157,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-steps", type=int, default=d.eval_steps,
                    help="PGD steps of the check. Default: %(default)s")
     g.add_argument("--max-batches", type=int, default=d.max_batches, help="batches per epoch (quick runs)")
+    g.add_argument("--eval-layers", nargs="+", default=d.eval_layers, metavar="LAYER",
+                   help="layers whose sensitivity the per-epoch check logs. Default: --layers of sns, else the "
+                        "model's deep layers (nslib.recipes.sns_layers)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -319,6 +322,9 @@ examples:
                                              # for a GPU (hours on a CPU; --seeds 1 --autoattack quick is cheaper)
   python -m nslib reproduce --full --seeds 5 # more training seeds per recipe
   python -m nslib reproduce --steps robustness --force
+  # CIFAR-10 on a GPU: the four ResNet-18 models and the E7 sweep trained from the setting's recipes
+  python -m nslib reproduce --full --seeds 1 --setting cifar10-resnet18 --device cuda --precision bf16
+                                             # into results/cifar10-resnet18/ (needs the CIFAR-10 files)
 
 Writes PNG figures, CSV tables and results/REPORT.md. A step whose outputs are current
 is skipped, so an interrupted run can simply be started again.
@@ -326,6 +332,8 @@ is skipped, so an interrupted run can simply be started again.
 
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    from . import settings
+    from .precision import PRECISIONS
     from .reproduce import STEPS
 
     mode = p.add_mutually_exclusive_group()
@@ -334,7 +342,12 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--full", dest="quick", action="store_false",
                       help="retrain the models and the E7 sweep from their recipes; N = 1000, full attack suite")
     p.add_argument("--n", type=int, default=None, help="test images of the attack steps. Default: 200 quick, 1000 full")
-    p.add_argument("--out", default="results", help="output folder. Default: results")
+    p.add_argument("--setting", default="mnist-smallcnn", choices=list(settings.REGISTRY),
+                   help="the experimental setting (nslib.settings): the course's shipped MNIST models, or a "
+                        "CIFAR-10 setting trained here from its recipes (needs the files: python -m nslib "
+                        "download cifar10). Default: %(default)s")
+    p.add_argument("--out", default=None, help="output folder. Default: results (results/<setting> for another "
+                                               "setting)")
     p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run only these steps. Default: all")
     p.add_argument("--force", action="store_true", help="rerun steps even when their outputs are current")
     p.add_argument("--seed", type=int, default=0, help="the one seed. Default: 0")
@@ -347,13 +360,26 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 ... Default: $NSLIB_DEVICE, else cuda if available")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="the precision models and the E7 sweep are trained in (bf16: the fast GPU path; CUDA "
+                        "only); the measurements stay fp32. Default: %(default)s")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    reproduce(args.out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
-              progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack)
+    import torch
+
+    from .utils import default_device
+
+    device = torch.device(args.device) if args.device else default_device()
+    if args.precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"--precision {args.precision} needs a CUDA GPU, and this run is on {device.type}; "
+                         "drop --precision to train in fp32 (the reference), or pass --device cuda.")
+    out = args.out or ("results" if args.setting == "mnist-smallcnn" else f"results/{args.setting}")
+    reproduce(out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
+              progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack,
+              setting=args.setting, precision=args.precision)
     return 0
 
 
@@ -396,11 +422,13 @@ COMMANDS: dict[str, tuple[str, str, Callable, Callable]] = {
 
 def setting_defaults(name: str, recipe: str) -> dict:
     """The ``train`` flags' defaults of ``--setting name --recipe recipe``: its data set, model,
-    augmentation and every setting and option of its recipe (``nslib.settings``), by ``dest``."""
+    augmentation, every setting and option of its recipe (``nslib.settings``) and, for the
+    per-epoch log, the layers SNS constrains in it (every recipe logs the same layers), by ``dest``."""
     from .settings import get
 
     setting = get(name)
-    return {"data": setting.dataset, "model": setting.arch, "augment": setting.augment, **setting.recipe(recipe)}
+    return {"data": setting.dataset, "model": setting.arch, "augment": setting.augment,
+            "eval_layers": list(setting.sns_layers), **setting.recipe(recipe)}
 
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:

@@ -276,3 +276,32 @@ def make_loader(dataset: Dataset, batch_size: int = 100, *, shuffle: bool = Fals
                       num_workers=num_workers, worker_init_fn=_seed_worker,
                       drop_last=drop_last, collate_fn=collate_fn,
                       persistent_workers=False)
+
+
+def write_cifar10_files(root: str | os.PathLike, n: int = 6, seed: int = 0) -> dict[str, tuple]:
+    """Write ``root/cifar-10-batches-py`` in CIFAR-10's on-disk format with random content.
+
+    Five training batches and a test batch of ``n`` random images each (``n = 10000`` is the
+    real size), pickled as torchvision reads them, plus ``batches.meta``. For tests and for
+    timing a GPU run without the real data: the images are noise, so every accuracy measured
+    on them means nothing. torchvision's md5 check rejects these files; the callers bypass it
+    (``torchvision.datasets.cifar.check_integrity``) on purpose.
+
+    Returns:
+        dict: ``{batch file name: (pixels (n, 3072) uint8, labels list)}``.
+    """
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pixels = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": pixels, "labels": labels}, fh)
+        batches[name] = (pixels, labels)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": list(DATASETS["cifar10"].classes)}, fh)
+    return batches

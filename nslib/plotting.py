@@ -417,7 +417,8 @@ def _accuracy_line(ax, labels: list[str], chosen: Sequence[Mapping], key: str, *
         ax.plot(labels, means, **style)
 
 
-def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping, *, metric: str = "accuracy") -> Figure:
+def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping, *, metric: str = "accuracy",
+                   layers: str = "conv3, conv4, fc1") -> Figure:
     """E7: SNS's clean and PGD-40 accuracy (or the layer sensitivity) against each knob, one panel per knob.
 
     Panels: lambda (the ``"lambda"`` runs), k and the constrained layers (the ``"k"`` or
@@ -437,6 +438,8 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping, *, m
             its ``test_n`` (the evaluation's test images) labels the y axis.
         metric (str, optional): ``"accuracy"``, or ``"sensitivity"`` for the rows'
             ``mean_sensitivity`` (log scale; PGD-AT's as the dashed line). Default: ``"accuracy"``.
+        layers (str, optional): the layers the sensitivity is the mean of, for the axis label.
+            Default: MNIST's ``"conv3, conv4, fc1"``.
     """
     if metric not in ("accuracy", "sensitivity"):
         raise ValueError(f"metric must be 'accuracy' or 'sensitivity', got {metric!r}.")
@@ -462,7 +465,7 @@ def plot_sns_knobs(rows: Sequence[Mapping], base: Mapping, budget: Mapping, *, m
         ax.set(xlabel=xlabel, title=f"SNS vs {knob}")
         ax.tick_params(axis="x", rotation=30, labelsize=9)
     if metric == "sensitivity":
-        axes[0].set_ylabel("mean layer sensitivity\n(conv3, conv4, fc1; log scale)")
+        axes[0].set_ylabel(f"mean layer sensitivity\n({layers}; log scale)")
     else:
         axes[0].set_ylabel(f"accuracy on {budget.get('test_n', '?')} test images (%)")
     axes[0].legend(fontsize=9)

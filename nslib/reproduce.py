@@ -15,6 +15,11 @@ attack suite and the recorded E7 sweep: minutes on a laptop CPU. ``--full`` retr
 four models from the recipes stored in the shipped checkpoints (``results/runs/``,
 resumable, then ``results/models/``), reruns the E7 sweep, and uses N = 1000 and the full
 attack suite (PGD-100, 5 restarts): 56 minutes on a 2-core CPU (27 of them training).
+
+``--setting cifar10-resnet18`` (or ``cifar10-vgg16``; ``nslib.settings``) runs the same steps on
+CIFAR-10: the four models and the E7 sweep are trained from that setting's recipes (quick
+mode: ``quick_epochs`` each, a smoke run), each experiment reads its layers from the setting,
+and ``--precision bf16`` trains on a GPU in bf16 (``docs/gpu.md``).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from .experiments import (ablation, attacks, feature_maps, models, robustness, s
                           sensitivity_vs_robustness, sns_knobs)
 from .experiments.context import Context, Result
 from .experiments.models import retrain_settings
+from .settings import get as get_setting
 from .utils import default_device, seed_everything
 
 __all__ = ["reproduce", "STEPS", "DOCS", "Context", "retrain_settings", "source_hash", "library_versions",
@@ -146,7 +152,9 @@ def library_versions() -> dict[str, str]:
 def step_key(ctx: Context, name: str, code: str) -> str:
     """What a step's outputs depend on: its settings, the files it read, the code (``code``) and the
     versions of torch and numpy."""
-    settings = {"format": STAMP_FORMAT, "step": name, "quick": ctx.quick, "seed": ctx.seed, "n": ctx.n,
+    settings = {"format": STAMP_FORMAT, "step": name, "setting": ctx.setting.name, "precision": ctx.precision,
+                "quick": ctx.quick,
+                "seed": ctx.seed, "n": ctx.n,
                 "device": ctx.device.type,
                 "seeds": ctx.seeds, "autoattack": ctx.autoattack,
                 "version": __version__, "code": code, "libraries": library_versions(),
@@ -189,7 +197,8 @@ def run_step(ctx: Context, name: str, code: str) -> None:
 
 def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: list[str] | None = None,
               force: bool = False, seed: int = 0, n: int | None = None, progress: bool = True,
-              device=None, seeds: int = 3, autoattack: str | None = None) -> Path:
+              device=None, seeds: int = 3, autoattack: str | None = None,
+              setting: str = "mnist-smallcnn", precision: str = "fp32") -> Path:
     """Run the steps (all by default), skipping those that are up to date; write REPORT.md.
 
     Args:
@@ -206,6 +215,14 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
             most 3), retrained ones in full mode. Default: ``3``.
         autoattack (str, optional): ``"standard"`` or ``"quick"`` (``nslib.autoattack``).
             Default: ``"quick"`` in quick mode, ``"standard"`` in full mode.
+        setting (str, optional): the experimental setting (``nslib.settings``): the course's
+            ``"mnist-smallcnn"``, or ``"cifar10-resnet18"``, ``"cifar10-vgg16"``, whose four
+            models and E7 sweep are trained here from the setting's recipes (in quick mode for
+            ``quick_epochs`` epochs: a smoke run). Its data must be on disk: without it the
+            run stops before it writes anything. Default: ``"mnist-smallcnn"``.
+        precision (str, optional): the precision the models and the E7 sweep are trained in
+            (``nslib.precision``; ``"bf16"`` on a GPU); measurements stay fp32, the reference.
+            Default: ``"fp32"``.
 
     Returns:
         Path: ``out/REPORT.md``.
@@ -219,8 +236,10 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"n (test images) must be a positive int, got {n!r}.")
     device = default_device() if device is None else torch.device(device)
+    chosen = get_setting(setting)
+    data.load(chosen.dataset, "test")  # a missing data set stops the run here, before anything is written
     new_context = partial(Context, out, quick=quick, seed=seed, progress=progress, n_images=n, device=device,
-                          seeds=seeds, autoattack=autoattack)
+                          seeds=seeds, autoattack=autoattack, setting=chosen, precision=precision)
     new_context()  # checks seeds and autoattack before anything is written
     (out / ".stamps").mkdir(parents=True, exist_ok=True)
     code = source_hash()

@@ -11,7 +11,9 @@ key (the first recorded sweep) is seed 0.
 
 ``scripts/sns_sweep.py`` runs it (two at a time) into ``data/sweeps/sns_sweep.json``,
 which the course ships; ``python -m nslib reproduce --full`` runs it again into its
-output folder.
+output folder. In another setting (``nslib.settings``: ``reproduce --setting cifar10-resnet18``)
+the same knobs are swept with that setting's model, data, eps and sweep budget
+(``Setting.sweep``), the layer knob over each of its ``sns_layers``.
 """
 from __future__ import annotations
 
@@ -21,20 +23,35 @@ import time
 from pathlib import Path
 
 from .checkpoints import atomic_write_text
+from .settings import REGISTRY, Setting
 
-__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "run_setting", "write_sweep", "record_seed"]
+__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "knobs", "run_setting", "write_sweep", "record_seed"]
 
-#: The settings every run shares unless it changes one of them.
-DEFAULT = {"lam": 0.01, "k": 0.1, "layers": ["conv3", "conv4", "fc1"]}
-#: The reduced training budget of the sweep and the evaluation size.
-BUDGET = {"train_n": 2000, "epochs": 10, "eps": 0.3, "steps": 10, "eps_warmup_epochs": 4,
-          "lr": 1e-3, "batch_size": 100, "seed": 0, "test_n": 500}
-#: (knob, run name, change to DEFAULT), in the order the figure shows them.
-SETTINGS = (
-    [("lambda", f"lam{v:g}", {"lam": v}) for v in (0.0, 0.003, 0.01, 0.03, 0.1)]
-    + [("k", f"k{v:g}", {"k": v}) for v in (1, 3, 20)]
-    + [("layers", "layers_" + "+".join(v), {"layers": v}) for v in (["conv3"], ["conv4"], ["fc1"])]
-)
+_MNIST = REGISTRY["mnist-smallcnn"]
+#: The settings every run shares unless it changes one of them (the MNIST setting's).
+DEFAULT = {"lam": 0.01, "k": 0.1, "layers": list(_MNIST.sns_layers)}
+#: The reduced training budget of the sweep and the evaluation size (the MNIST setting's).
+BUDGET = dict(_MNIST.sweep)
+
+
+def knobs(layers) -> list[tuple[str, str, dict]]:
+    """(knob, run name, change to the defaults), in the order the figure shows them: five
+    lambdas (0 is PGD-AT), three k, and each of ``layers`` constrained alone."""
+    return ([("lambda", f"lam{v:g}", {"lam": v}) for v in (0.0, 0.003, 0.01, 0.03, 0.1)]
+            + [("k", f"k{v:g}", {"k": v}) for v in (1, 3, 20)]
+            + [("layers", f"layers_{layer}", {"layers": [layer]}) for layer in layers])
+
+
+#: (knob, run name, change to DEFAULT) of the MNIST sweep, in the order the figure shows them.
+SETTINGS = knobs(DEFAULT["layers"])
+
+
+def _of(setting: Setting | None) -> tuple[dict, dict, list]:
+    """``(defaults, budget, knobs)`` of ``setting``'s sweep; the module's (MNIST) for ``None`` or MNIST."""
+    if setting is None or setting.shipped:
+        return DEFAULT, BUDGET, SETTINGS
+    layers = list(setting.sns_layers)
+    return {"lam": 0.01, "k": 0.1, "layers": layers}, dict(setting.sweep), knobs(layers)
 
 
 def record_seed(record: dict) -> int:
@@ -43,7 +60,8 @@ def record_seed(record: dict) -> int:
 
 
 def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
-                device=None, threads: int | None = None, seed: int = 0) -> dict:
+                device=None, threads: int | None = None, seed: int = 0, setting: Setting | None = None,
+                epochs: int | None = None, precision: str = "fp32") -> dict:
     """Train and evaluate one setting with training ``seed`` into ``runs_dir/seed_name(name, seed)``
     (resumable); return its record.
 
@@ -55,6 +73,11 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
 
     Args:
         seed (int, optional): the training seed. Default: ``0`` (``BUDGET["seed"]``).
+        setting (Setting, optional): the model, data, eps and budget (``Setting.sweep``).
+            Default: ``None``, the MNIST setting (``BUDGET``).
+        epochs (int, optional): train this many epochs instead of the budget's (a smoke run).
+        precision (str, optional): the training's precision (``nslib.precision``); the
+            evaluation is fp32. Default: ``"fp32"``.
     """
     import torch
 
@@ -62,7 +85,7 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
         torch.set_num_threads(threads)
     from . import data, models
     from .attacks import pgd
-    from .evaluation import accuracy
+    from .evaluation import accuracy, default_suite
     from .sensitivity import layer_sensitivity, neuron_sensitivity
     from .training import SETTINGS, TrainConfig, train
     from .utils import default_device, seed_everything
@@ -71,29 +94,37 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
 
     folder = Path(runs_dir) / seed_name(name, seed)  # checks seed
     device = torch.device(device) if device is not None else default_device()
-    settings = {**DEFAULT, **change}
+    defaults, full_budget, _ = _of(setting)
+    arch, dataset, augment = (setting.arch, setting.dataset, setting.augment) if setting else ("smallcnn", "mnist5k",
+                                                                                               False)
+    settings = {**defaults, **change}
     recipe = "pgd_at" if settings["lam"] == 0 else "sns"
     options = {} if recipe == "pgd_at" else settings
-    budget = {k: v for k, v in {**BUDGET, "seed": seed}.items() if k in SETTINGS}  # not train_n, test_n
-    config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": BUDGET["epochs"], **options})
+    budget = {k: v for k, v in {**full_budget, "seed": seed}.items() if k in SETTINGS}  # not train_n, test_n
+    if epochs is not None:
+        budget["epochs"] = epochs
+    if precision != "fp32":   # recorded in the run's recipe only when it is not the reference
+        budget["precision"] = precision
+    config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": budget["epochs"], **options})
     seed_everything(seed)  # the initial weights too, as `python -m nslib train` does
-    model = models.build("smallcnn", dataset="mnist5k")
+    model = models.build(arch, dataset=dataset)
     start = time.time()
-    train(model, data.load("mnist5k", "train", limit=BUDGET["train_n"]), config=config,
+    train(model, data.load(dataset, "train", limit=full_budget["train_n"], augment=augment), config=config,
           out=folder, progress=False, device=device)
     seconds = time.time() - start
     model.eval()
-    x, y = data.load("mnist5k", "test").tensors(BUDGET["test_n"])
+    x, y = data.load(dataset, "test").tensors(full_budget["test_n"])
     x, y = x.to(device), y.to(device)
     torch.manual_seed(0)
-    x_adv = pgd(model, x, y, eps=0.3, alpha=0.01, steps=40)
-    sens = layer_sensitivity(neuron_sensitivity(model, x, x_adv, DEFAULT["layers"]))
+    eps = full_budget["eps"]
+    x_adv = pgd(model, x, y, eps=eps, alpha=default_suite(eps)["pgd40"]["alpha"], steps=40)
+    sens = layer_sensitivity(neuron_sensitivity(model, x, x_adv, defaults["layers"]))
     return {"name": name, "seed": seed, "knob": knob, "recipe": recipe, **settings,
-            "clean_acc": accuracy(model, x, y), "pgd40_acc": accuracy(model, x_adv, y),
+            "clean_acc": accuracy(model, x, y), "pgd40_acc": accuracy(model, x_adv, y), "test_n": len(y),
             "sensitivity": {k: round(v, 4) for k, v in sens.items()}, "train_seconds": round(seconds)}
 
 
-def write_sweep(records: list[dict], path: str | os.PathLike) -> Path:
+def write_sweep(records: list[dict], path: str | os.PathLike, setting: Setting | None = None) -> Path:
     """Merge ``records`` into the sweep file at ``path``: one record per (name, seed), a new one
     replacing the old (a missing ``seed`` reads as 0, ``record_seed``); kept in ``SETTINGS``
     order, then by seed. The file's ``budget`` is ``BUDGET`` (its ``seed`` is seed 0's; each
@@ -101,7 +132,8 @@ def write_sweep(records: list[dict], path: str | os.PathLike) -> Path:
     path = Path(path)
     previous = json.loads(path.read_text())["runs"] if path.exists() else []
     merged = {(r["name"], record_seed(r)): r for r in previous + records}
-    order = {name: i for i, (_, name, _) in enumerate(SETTINGS)}
+    defaults, budget, settings = _of(setting)
+    order = {name: i for i, (_, name, _) in enumerate(settings)}
     known = sorted((key for key in merged if key[0] in order), key=lambda key: (order[key[0]], key[1]))
-    return atomic_write_text(path, json.dumps({"budget": BUDGET, "default": DEFAULT,
+    return atomic_write_text(path, json.dumps({"budget": budget, "default": defaults,
                                                "runs": [merged[key] for key in known]}, indent=1) + "\n")

@@ -115,7 +115,7 @@ def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int |
     test_set = _as_dataset(test_data, "test_data") if test_data is not None else None
     eval_xy = _first(test_set, config.eval_n) if test_set is not None and config.eval_n else None
     config = _with_attack_defaults(config, train_set, eval_xy)
-    layers = list(config.options["layers"]) if config.options.get("layers") else sns_layers(model)
+    layers = list(config.eval_layers or config.options.get("layers") or sns_layers(model))  # logged sensitivity
     seed_everything(config.seed)
     model.to(device)
     forward = wrap_model(prepare_model(model, config.precision), device, world)  # the loss's forward passes
@@ -430,6 +430,8 @@ class TrainConfig:
         eval_every (int): evaluate every this many epochs (and the last). Default: ``1``.
         eval_n (int): test examples of the per-epoch evaluation. Default: ``500``.
         eval_steps (int): PGD steps of the per-epoch robust accuracy. Default: ``20``.
+        eval_layers (list of str): the layers whose sensitivity the per-epoch check logs.
+            Default: ``None``: SNS's ``layers`` when given, else ``nslib.recipes.sns_layers(model)``.
         options (dict): the recipe's options as given, e.g. ``{"beta": 3.0}`` (trades) or
             ``{"lam": 0.1, "k": 3}`` (sns); a tuple is stored as a list. Default: ``{}``.
 
@@ -461,6 +463,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_n: int = 500
     eval_steps: int = 20
+    eval_layers: list[str] | None = None
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -32,5 +32,7 @@ part bench "${T_BENCH:-240}" bash -c "'$py' bench/attacks.py --device cuda && '$
 # 4. The slow tests: bf16 parity on the shipped models (tests/test_precision.py), and `make reproduce`
 #    in a fresh clone and .venv (needs pip's cache or the network).
 part slow_tests "${T_SLOW:-120}" env NSLIB_TEST_DEVICE=cuda "$py" -m pytest tests -m slow -p no:cacheprovider -rs
+# Not here (about 40 minutes): the wall time of E1-E7 in the CIFAR-10 setting, on 50,000 + 10,000 random
+# images of the real size: python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]} (logs in $out/)"; exit 1; fi
 echo "all parts passed (logs in $out/)"

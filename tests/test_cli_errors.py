@@ -30,11 +30,14 @@ def _fails(argv, capsys) -> str:
     (["train", "--data", "mnits", "--out", "unused"], "unknown data set 'mnits'"),
     (["train", "--precision", "bf16", "--device", "cpu", "--out", "unused"],
      "--precision bf16 needs a CUDA GPU, and this run is on cpu; drop --precision"),
+    (["reproduce", "--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA GPU"),
+    (["reproduce", "--setting", "cifar10-vgg16", "--out", "unused"], "data set 'cifar10' not found"),
     (["reproduce", "--seeds", "4"], "quick mode uses the shipped seeds, and 3 are shipped; got seeds=4. Use --seeds 3"),
     (["reproduce", "--seeds", "0"], "seeds (training seeds per recipe) must be an int >= 1, got 0"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(argv, expected, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("NSLIB_DEBUG", raising=False)
+    monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path / "no-downloads"))   # no CIFAR-10 files, on any machine
     monkeypatch.chdir(tmp_path)                  # nothing may be written where the user stands
     assert expected in _fails(argv, capsys)
     assert list(tmp_path.iterdir()) == []

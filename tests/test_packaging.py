@@ -151,3 +151,12 @@ def test_every_cited_section_of_docs_experiments_exists():
     missing += [("docs/experiments.md", anchor) for anchor in re.findall(r"\]\(#([A-Za-z0-9_-]+)\)", doc)
                 if anchor not in anchors]
     assert not missing, f"cited sections missing from docs/experiments.md (file, anchor): {missing}"
+
+
+def test_every_cited_section_of_docs_gpu_exists():
+    anchors = _anchors((ROOT / "docs" / "gpu.md").read_text(encoding="utf-8"))
+    cited = [(str(path), anchor) for path in _sources(".py", ".md", ".ipynb")
+             for anchor in re.findall(r"gpu\.md#([A-Za-z0-9_-]+)", (ROOT / path).read_text(encoding="utf-8"))]
+    assert ("nslib/settings.py", "layers-of-each-setting") in cited
+    missing = [(path, anchor) for path, anchor in cited if anchor not in anchors]
+    assert not missing, f"cited sections missing from docs/gpu.md (file, anchor): {missing}"

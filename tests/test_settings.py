@@ -22,10 +22,13 @@ def test_a_setting_fits_its_model_and_its_recipes_are_valid(name):
     channels = 1 if setting.dataset.startswith("mnist") else 3
     size = 28 if channels == 1 else 32
     layers = list(dict.fromkeys([*setting.layers, *setting.sns_layers, *setting.ablation_layers,
-                                 setting.feature_layer]))
+                                 *setting.distribution_layers, setting.feature_layer]))
     outputs = activations(model, torch.rand(2, channels, size, size), layers)  # unknown names raise
     assert outputs[setting.feature_layer].dim() == 4 and outputs[setting.feature_layer].shape[-1] >= 8
     assert set(setting.sns_layers) <= set(setting.layers) and set(setting.ablation_layers) <= set(setting.layers)
+    assert set(setting.distribution_layers) <= set(setting.layers) and len(setting.distribution_layers) == 4
+    assert TrainConfig.from_dict({"recipe": "sns", **{k: v for k, v in setting.sweep.items()
+                                                      if k not in ("train_n", "test_n")}}).eps == setting.eps
     for recipe in settings.RECIPE_NAMES:
         config = TrainConfig.from_dict(setting.recipe(recipe))        # strict: a misspelt key raises
         assert config.recipe == recipe and config.eps == pytest.approx(setting.eps)
@@ -75,3 +78,20 @@ def test_train_with_a_cifar10_setting_and_no_files_stops_at_once(tmp_path, monke
     assert exit_.value.code == 2 and len(err) == 1
     assert "cifar-10-batches-py" in err[0] and "python -m nslib download cifar10" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_in_another_setting_trains_its_recipes_in_the_runs_precision(tmp_path):
+    from nslib.experiments.context import Context, short_name
+    from nslib.experiments.models import setting_settings
+
+    ctx = Context(tmp_path, quick=True, setting=settings.get("cifar10-vgg16"), precision="bf16", device="cpu")
+    assert not ctx.shipped and ctx.models[1] == "cifar10_vgg16_pgd_at" and short_name(ctx.models[1]) == "pgd_at"
+    assert ctx.seeds_of(ctx.models[0]) == [0, 1, 2]             # no shipped seeds: every seed is trained
+    run = setting_settings(ctx, "cifar10_vgg16_sns")
+    assert run["precision"] == "bf16" and run["epochs"] == settings.get("cifar10-vgg16").quick_epochs
+    assert run["layers"] == run["eval_layers"] == ["relu4_3", "relu5_3"] and run["augment"] is True
+    full = setting_settings(Context(tmp_path, quick=False, setting=settings.get("cifar10-vgg16"), device="cpu"),
+                            "cifar10_vgg16_trades")
+    assert full["epochs"] == 30 and full["beta"] == 6.0 and full["precision"] == "fp32"
+    with pytest.raises(ValueError, match="unknown precision"):
+        Context(tmp_path, precision="fp64")

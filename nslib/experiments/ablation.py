@@ -5,7 +5,7 @@ neurons of a layer by their benign outputs ("stabilise") or by zero ("deactivate
 compare with as many random or least sensitive neurons: if the sensitive neurons are
 where the attack acts, stabilising them should restore far more correct predictions.
 
-Our choices: layers conv4 and fc1; k = 0, the powers of two below the layer's width, and
+Our choices: the setting's ``ablation_layers`` (conv4 and fc1 on MNIST); k = 0, the powers of two below the layer's width, and
 all neurons; random-k over 5 seeds. **Selection and evaluation are disjoint**: of the ``n``
 test images (PGD-20 quick, PGD-40 full, ``context.pgd_inputs``), the first half (test
 images ``0 .. n/2 - 1``) measures sigma and so chooses the top-k / bottom-k neurons, the
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..settings import DEFAULT
 from .context import Context, Result, pgd_inputs
 
 __all__ = ["LAYERS", "MODES", "SELECT_FRACTION", "split_labels", "quarter_k", "verdict", "comparison_text", "run"]
 
-#: The layers E3 ablates, and the two ways of ablating.
-LAYERS, MODES = ("conv4", "fc1"), ("stabilise", "deactivate")
+#: The layers E3 ablates in the default setting (a run's are ``ctx.setting.ablation_layers``), and
+#: the two ways of ablating.
+LAYERS, MODES = DEFAULT.ablation_layers, ("stabilise", "deactivate")
 #: The fraction of the test images that selects the neurons; the rest evaluates the ablation.
 SELECT_FRACTION = 0.5
 
@@ -79,9 +81,9 @@ def comparison_text(rows: Sequence[dict], layer: str, k: int, width: int, mode: 
 
 
 def _finding(rows: list[dict], widths: dict[str, int], split: dict[str, str]) -> str:
-    """Finding 1's verdict from the summary rows, at k = a quarter of each layer's ``widths``."""
-    k_of = {layer: quarter_k(rows, layer, widths[layer]) for layer in LAYERS}
-    parts = [comparison_text(rows, layer, k_of[layer], widths[layer]) for layer in LAYERS]
+    """Finding 1's verdict from the summary rows, at k = a quarter of each layer's ``widths`` (layer -> neurons)."""
+    k_of = {layer: quarter_k(rows, layer, widths[layer]) for layer in widths}
+    parts = [comparison_text(rows, layer, k_of[layer], widths[layer]) for layer in widths]
     for part in parts:
         print(f"  stabilise {part}")
     outcome = verdict(rows, k_of)
@@ -102,16 +104,17 @@ def run(ctx: Context) -> Result:
     from ..plotting import plot_ablation_grid
     from ..sensitivity import neuron_sensitivity
 
-    model = ctx.model("mnist_standard")
+    layers = list(ctx.setting.ablation_layers)
+    model = ctx.model(ctx.model_name("standard"))
     x, y = ctx.test_batch()
     x_adv = pgd_inputs(ctx, model, x, y)
     n_select = max(1, int(len(x) * SELECT_FRACTION))
     select, evaluate = selection_split(x, x_adv, y, n_select=n_select)  # (benign, adversarial, labels) each
     split = split_labels(n_select, len(x))
-    sigma = neuron_sensitivity(model, select[0], select[1], list(LAYERS))
-    widths = {layer: sigma[layer].numel() for layer in LAYERS}
+    sigma = neuron_sensitivity(model, select[0], select[1], layers)
+    widths = {layer: sigma[layer].numel() for layer in layers}
     summaries = {}
-    for layer in LAYERS:
+    for layer in layers:
         ks = sorted({0, widths[layer]} | {2 ** p for p in range(10) if 2 ** p < widths[layer]})
         for mode in MODES:
             records = ablation_sweep(model, *evaluate, sigma, layer, ks, mode=mode, random_seeds=range(5))

@@ -16,6 +16,7 @@ from torch import nn
 from .. import data
 from ..checkpoints import CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names, pretrained_path, \
     read_checkpoint
+from ..precision import check_precision
 from ..settings import DEFAULT, REGISTRY, Setting
 from ..utils import default_device, mean_std, pgd_step, seed_name
 
@@ -77,6 +78,7 @@ class Context:
     seeds: int = len(SHIPPED_SEEDS)
     autoattack: str | None = None
     setting: Setting = DEFAULT
+    precision: str = "fp32"
     used_checkpoints: dict[str, str] = field(default_factory=dict)  # label -> file
     used_data: dict[str, str] = field(default_factory=dict)  # label -> file
 
@@ -88,6 +90,7 @@ class Context:
         if self.shipped and self.seeds > len(SHIPPED_SEEDS):
             raise ValueError(f"quick mode uses the shipped seeds, and {len(SHIPPED_SEEDS)} are shipped; got seeds="
                              f"{self.seeds}. Use --seeds {len(SHIPPED_SEEDS)} or fewer, or --full to train more.")
+        check_precision(self.precision)
         if self.autoattack is None:
             self.autoattack = "quick" if self.quick else "standard"
         check_version(self.autoattack)

@@ -207,15 +207,16 @@ METRICS = ("clean_acc", "fgsm_acc", "pgd40_acc", "aa_acc", "worst_acc")
 def setting_settings(ctx: Context, name: str) -> dict:
     """``retrain`` settings of model ``name`` in the run's setting: the default setting's from the
     recipe its shipped checkpoint carries; another setting's from ``nslib.settings``, for
-    ``setting.quick_epochs`` epochs in quick mode."""
+    ``setting.quick_epochs`` epochs in quick mode; trained in the run's ``precision``."""
     if ctx.setting.shipped:
         ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
-        return retrain_settings(name)
+        return {**retrain_settings(name), "precision": ctx.precision}
     setting = ctx.setting
     recipe = setting.recipe(short_name(name))
     if ctx.quick:
         recipe["epochs"] = min(recipe["epochs"], setting.quick_epochs)
-    return {"arch": setting.arch, "dataset": setting.dataset, "augment": setting.augment, **recipe}
+    return {"arch": setting.arch, "dataset": setting.dataset, "augment": setting.augment,
+            "eval_layers": list(setting.sns_layers), **recipe, "precision": ctx.precision}  # E6's layers logged
 
 
 def _retrain_seed(ctx: Context, name: str, seed: int) -> None:

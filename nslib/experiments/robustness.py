@@ -26,25 +26,34 @@ eps 0, 0.05, ..., 0.4 (full).
 """
 from __future__ import annotations
 
-from .context import MODELS, Context, Result, short_name
+from .context import Context, Result, short_name
 
-#: The budgets of the accuracy-vs-eps curve (full mode; quick mode every other one).
+#: The budgets of the accuracy-vs-eps curve at MNIST's eps 0.3 (full mode; quick mode every other
+#: one); another setting's are these times its eps / 0.3 (:func:`eps_list`).
 EPS_LIST = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]
 #: The per-seed metrics the seed table shows (``nslib.evaluation.headline_metrics``), with labels.
 SEED_METRICS = {"clean_acc": "clean", "fgsm_acc": "FGSM", "pgd40_acc": "PGD-40", "aa_acc": "AutoAttack",
                 "worst_acc": "worst case"}
 
 
-def attack_suite(quick: bool, autoattack: str = "standard") -> dict:
-    """E5's attacks by name (specs of ``nslib.evaluation.robustness_table``)."""
+def eps_list(quick: bool, eps: float = 0.3) -> list[float]:
+    """The budgets of the accuracy-vs-eps curve for a setting's ``eps``: :data:`EPS_LIST` scaled by
+    ``eps / 0.3`` (unchanged on MNIST), every other one in quick mode."""
+    scaled = [e * (eps / 0.3) for e in EPS_LIST]
+    return scaled[::2] if quick else scaled
+
+
+def attack_suite(quick: bool, autoattack: str = "standard", eps: float = 0.3) -> dict:
+    """E5's attacks by name (specs of ``nslib.evaluation.robustness_table``) at ``eps`` (the setting's)."""
     from ..evaluation import autoattack_suite, default_suite
     from ..utils import pgd_step
 
-    suite = default_suite(0.3, autoattack=autoattack)
+    suite = default_suite(eps, autoattack=autoattack)
     if not quick:  # L2 robustness: the per-example worst case of PGD-L2, C&W-L2 and AutoAttack-L2
         suite.update(autoattack_suite(suite["pgd100_l2"]["eps"], autoattack, norm="L2"))
     if quick:  # what a CPU can run in minutes; the rest is left for --full
-        for name in ("pgd100", "pgd40x5", "cw_l2", "mim", "pgd40@0.1", "pgd40@0.2"):
+        smaller = [name for name, spec in suite.items() if name.startswith("pgd40@") and spec["eps"] < eps]
+        for name in ("pgd100", "pgd40x5", "cw_l2", "mim", *smaller):   # smaller: eps/3 and 2 eps/3
             suite.pop(name)
         l2 = suite.pop("pgd100_l2")
         suite["pgd40_l2"] = {**l2, "steps": 40, "alpha": pgd_step(l2["eps"], 40)}
@@ -61,7 +70,7 @@ def seed_table(ctx: Context) -> tuple[list[dict], list[dict], dict]:
     """
     from .models import model_row, seed_summary
 
-    seed_rows = [model_row(name, seed, ctx.checkpoint_info(name, seed)) for name in MODELS
+    seed_rows = [model_row(name, seed, ctx.checkpoint_info(name, seed)) for name in ctx.models
                  for seed in ctx.seeds_of(name)]
     return seed_rows, seed_summary(seed_rows), seed_verdict(seed_rows)
 
@@ -118,12 +127,13 @@ def run(ctx: Context) -> Result:
     from ..evaluation import masking_warnings, robust_accuracy_curve, robustness_table
     from ..plotting import plot_accuracy_vs_eps, plot_seed_metrics
     x, y = ctx.test_batch()
-    models = {short_name(n): ctx.model(n) for n in MODELS}
-    rows = robustness_table(models, (x, y), attack_suite(ctx.quick, ctx.autoattack), seed=ctx.seed,
+    eps = ctx.setting.eps
+    models = {short_name(n): ctx.model(n) for n in ctx.models}
+    rows = robustness_table(models, (x, y), attack_suite(ctx.quick, ctx.autoattack, eps), seed=ctx.seed,
                             progress=ctx.progress)
-    eps_list = EPS_LIST[::2] if ctx.quick else EPS_LIST
-    curves = {m: (eps_list, robust_accuracy_curve(model, x, y, eps_list, steps=20 if ctx.quick else 40,
-                                                  seed=ctx.seed)) for m, model in models.items()}
+    budgets = eps_list(ctx.quick, eps)
+    curves = {m: (budgets, robust_accuracy_curve(model, x, y, budgets, steps=20 if ctx.quick else 40,
+                                                 seed=ctx.seed)) for m, model in models.items()}
     curve_rows = [{"model": m, "eps": e, "accuracy": a} for m, (es, accs) in curves.items() for e, a in zip(es, accs)]
     warnings = masking_warnings(rows)
     for w in warnings:
@@ -138,6 +148,6 @@ def run(ctx: Context) -> Result:
     return Result(_finding(ctx, rows, warnings, verdict_text(seed_rows, summary, verdict)), {
         "e5_robustness.csv": rows, "e5_seeds.csv": seed_rows, "e5_seed_summary.csv": summary,
         "e5_seeds.png": plot_seed_metrics(summary, SEED_METRICS,
-                                          title=f"E5: accuracy at ε = 0.3 over training seeds (mean ± std, "
+                                          title=f"E5: accuracy at ε = {eps:.4g} over training seeds (mean ± std, "
                                                 f"{seed_rows[0]['n']} images)"),
         "e5_accuracy_vs_eps.csv": curve_rows, "e5_accuracy_vs_eps.png": plot_accuracy_vs_eps(curves)})

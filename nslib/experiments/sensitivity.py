@@ -10,21 +10,24 @@ an L1 change can be lowered by shrinking the activations alone, so the verdict f
 relative numbers where the two disagree. E2: the distribution of sigma over the neurons of
 a layer: a long tail of a few very sensitive neurons; shown for training seed 0 only.
 
-Our choices: the first ``n`` mnist5k test images; white-box PGD at eps 0.3 against each
+Our choices (MNIST; ``nslib.settings`` names each setting's): the first ``n`` test images;
+white-box PGD at the setting's eps (0.3) against each
 model itself, every seed attacked on its own (PGD-20 quick, PGD-40 full, step 2.5 eps /
-steps, ``context.pgd_inputs``), so each seed costs what seed 0 costs; all seven layers;
+steps, ``context.pgd_inputs``), so each seed costs what seed 0 costs; the setting's
+``layers`` (all seven on MNIST);
 the activation scale on the same benign images; Finding 2 "held" when each robust model's
-mean over seeds is below the standard one's in all but at most one layer; E2 shows conv2,
-conv4, fc1 and fc2 sorted.
+mean over seeds is below the standard one's in all but at most one layer; E2 shows the
+setting's ``distribution_layers`` (conv2, conv4, fc1 and fc2) sorted.
 """
 from __future__ import annotations
 
 import torch
 
-from .context import MODELS, Context, Result, mean_std, pgd_inputs, short_name
+from ..settings import DEFAULT
+from .context import Context, Result, mean_std, pgd_inputs, short_name
 
 #: The layers of ``smallcnn`` measured by E1 and E2.
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3")
+LAYERS = DEFAULT.layers
 #: Relative ratios within this distance of 1 in every layer are flagged as a likely tie.
 TIE = 0.1
 #: The y-axis label of the relative panels.
@@ -164,12 +167,13 @@ def tail_summary(sigma: dict[str, dict[str, torch.Tensor]], layers, reference: s
     return "\n".join(lines)
 
 
-def _finding(raw: dict[str, dict[str, float]], relative: dict[str, dict[str, float]], seeds: int) -> str:
+def _finding(raw: dict[str, dict[str, float]], relative: dict[str, dict[str, float]], seeds: int,
+             eps: float = DEFAULT.eps) -> str:
     """E1's finding from ``{model: {layer: mean over seeds}}``, raw and relative."""
     spread = (f"means over {seeds} training seeds per model; the standard deviations are the table's "
               "`sensitivity_std` and `relative_sensitivity_std` and the figure's error bars" if seeds > 1 else
               "one training seed per model, so the spread between training runs is unmeasured")
-    text = ("Layer sensitivity under white-box PGD (ε = 0.3), raw and divided by each layer's mean benign "
+    text = (f"Layer sensitivity under white-box PGD (ε = {eps:.4g}), raw and divided by each layer's mean benign "
             f"activation |F_l(x)| ({spread}). " + compare_to_reference(raw, relative))
     if {"sns", "pgd_at"} <= set(raw):  # SNS's own claim: steadier than PGD-AT, not only quieter
         raw_pair, rel_pair = ({m: v[m] for m in ("pgd_at", "sns")} for v in (raw, relative))
@@ -187,9 +191,10 @@ def seed_sensitivity(ctx: Context, x: torch.Tensor, y: torch.Tensor, seed: int) 
     from ..sensitivity import neuron_sensitivity
 
     sigma = {}
-    for name in MODELS:
+    for name in ctx.models:
         model = ctx.model(name, seed)
-        sigma[short_name(name)] = neuron_sensitivity(model, x, pgd_inputs(ctx, model, x, y), list(LAYERS))
+        sigma[short_name(name)] = neuron_sensitivity(model, x, pgd_inputs(ctx, model, x, y),
+                                                     list(ctx.setting.layers))
     return sigma
 
 
@@ -197,7 +202,8 @@ def seed_scale(ctx: Context, x: torch.Tensor, seed: int) -> dict[str, dict[str, 
     """``mean |F_l(x)|`` of every model's training ``seed`` on the benign ``x``: ``{model: {layer: scale}}``."""
     from ..sensitivity import activation_scale
 
-    return {short_name(name): activation_scale(ctx.model(name, seed), x, list(LAYERS)) for name in MODELS}
+    return {short_name(name): activation_scale(ctx.model(name, seed), x, list(ctx.setting.layers))
+            for name in ctx.models}
 
 
 def summarise_seeds(per_seed: dict[int, dict[str, dict[str, float]]],
@@ -265,6 +271,7 @@ def run(ctx: Context) -> Result:
     from ..plotting import plot_sensitivity_distribution
     from ..sensitivity import layer_sensitivity
 
+    layers = list(ctx.setting.layers)
     x, y = ctx.test_batch()
     seeds = ctx.common_seeds()
     sigma = {seed: seed_sensitivity(ctx, x, y, seed) for seed in seeds}
@@ -274,17 +281,17 @@ def run(ctx: Context) -> Result:
     mean, std = _table(rows, "sensitivity"), _table(rows, "sensitivity_std")
     rel, rel_std = _table(rows, "relative_sensitivity"), _table(rows, "relative_sensitivity_std")
     neuron_rows = [{"model": m, "layer": l, "neuron": i, "sigma": float(v)}
-                   for m in sigma[0] for l in LAYERS for i, v in enumerate(sigma[0][m][l].tolist())]
+                   for m in sigma[0] for l in layers for i, v in enumerate(sigma[0][m][l].tolist())]
     for m in mean:
         print(f"  {m:8s} " + " ".join(f"{l}={mean[m][l]:.3f}" + (f"±{std[m][l]:.3f}" if len(seeds) > 1 else "")
-                                      + f" (rel {rel[m][l]:.3f})" for l in LAYERS))
+                                      + f" (rel {rel[m][l]:.3f})" for l in layers))
     title = f"Layer sensitivity per model (E1; mean ± std over {len(seeds)} training seeds)" if len(seeds) > 1 else \
         "Layer sensitivity per model (E1; one training seed)"
     several = len(seeds) > 1
-    return Result(_finding(mean, rel, len(seeds)), {
+    return Result(_finding(mean, rel, len(seeds), ctx.setting.eps), {
         "e1_layer_sensitivity.csv": rows,
         "e1_layer_sensitivity.png": layer_figure(mean, rel, raw_errors=std if several else None,
                                                  relative_errors=rel_std if several else None, title=title),
         "e2_neuron_sensitivity.csv": neuron_rows,
-        "e2_sensitivity_distribution.png": plot_sensitivity_distribution(sigma[0], ["conv2", "conv4", "fc1", "fc2"],
+        "e2_sensitivity_distribution.png": plot_sensitivity_distribution(sigma[0], list(ctx.setting.distribution_layers),
                                                                          kind="sorted")})

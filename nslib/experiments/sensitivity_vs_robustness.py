@@ -2,8 +2,9 @@
 its layers become less sensitive?
 
 Our choices: no new attack: the points are the per-epoch records the four checkpoints
-carry in their training logs (mean layer sensitivity of conv3, conv4 and fc1, and
-accuracy under PGD-20 at eps 0.3, both on 500 test images); one point per (training seed,
+carry in their training logs (mean layer sensitivity of the layers SNS constrains, conv3,
+conv4 and fc1 on MNIST, and accuracy under PGD-20 at the setting's eps, both on 500 test
+images); one point per (training seed,
 model, epoch), for every seed of ``ctx.common_seeds()``; Spearman's rank correlation over all
 models' epochs of one seed, reported as the mean ± std over seeds, and the pooled one over
 every point.
@@ -12,7 +13,7 @@ The scale control: raw sensitivity is in activation units, and a model can lower
 shrinking its activations. The logs record no activation scale, so the relative
 sensitivity (sigma / mean |F_l(x)|, ``nslib.sensitivity.relative_sensitivity``) is measured
 for the final epoch only, where the checkpoint holds that epoch's weights: the scale is
-measured on the first ``EVAL_N`` mnist5k test images (the images the log's sensitivity was
+measured on the first ``EVAL_N`` test images (the images the log's sensitivity was
 measured on), and the relative sensitivity is the mean over the three layers of each
 layer's sigma over its scale. Across the final checkpoints (one per model and seed) the
 finding compares Spearman's rho of robust accuracy with the raw and with the relative
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .context import MODELS, Context, Result, mean_std, short_name
+from .context import Context, Result, mean_std, short_name
 
 #: Test images of the training logs' per-epoch evaluation (``TrainConfig.eval_n``).
 EVAL_N = 500
@@ -48,13 +49,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def _eval_images(ctx: Context) -> torch.Tensor:
-    """The first ``EVAL_N`` mnist5k test images, on the device (recorded for the step's key)."""
-    from .. import data
-    from .context import data_file
-
-    ctx.uses("mnist5k", data_file("mnist5k"))
-    x, _ = data.load("mnist5k", "test").tensors(EVAL_N)
-    return x.to(ctx.device)
+    """The first ``EVAL_N`` test images of the setting's data, on the device (recorded for the step's key)."""
+    return ctx.test_images(EVAL_N)[0]
 
 
 def log_points(ctx: Context, seed: int, x: torch.Tensor | None = None) -> list[dict]:
@@ -66,7 +62,7 @@ def log_points(ctx: Context, seed: int, x: torch.Tensor | None = None) -> list[d
     from ..sensitivity import activation_scale, relative_sensitivity
 
     points = []
-    for name in MODELS:
+    for name in ctx.models:
         model = ctx.model(name, seed)  # also records the checkpoint for the step's key
         log = [r for r in ctx.checkpoint_info(name, seed).get("log", []) if "robust_acc" in r and r.get("sensitivity")]
         for i, record in enumerate(log):
@@ -119,7 +115,7 @@ def scale_verdict(final: dict[str, float] | None) -> str:
     return said + "neither ranks the final models by robustness."
 
 
-def _figure(points: list[dict], title: str, final: dict | None):
+def _figure(points: list[dict], title: str, final: dict | None, layers: str = "conv3, conv4, fc1"):
     """Left: one line per (model, seed) over the epochs, a model's seeds in one colour, epochs
     labelled on seed 0. Right: the final checkpoints, robust accuracy against relative sensitivity."""
     import matplotlib.pyplot as plt
@@ -130,7 +126,7 @@ def _figure(points: list[dict], title: str, final: dict | None):
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 4.2), layout="constrained")
     for seed in dict.fromkeys(p["seed"] for p in points):
         mine = [p if p["seed"] == 0 else {**p, "name": ""} for p in points if p["seed"] == seed]
-        plot_sensitivity_vs_robustness(mine, ax=left, xlabel="raw: mean layer sensitivity\nof conv3, conv4, fc1",
+        plot_sensitivity_vs_robustness(mine, ax=left, xlabel=f"raw: mean layer sensitivity\nof {layers}",
                                        title="over training (raw)")
     legend = dict(zip(*reversed(left.get_legend_handles_labels())))  # one entry per model, not per seed
     left.legend(legend.values(), legend.keys(), fontsize=9)
@@ -172,7 +168,8 @@ def run(ctx: Context) -> Result:
     pooled = spearman([p["sensitivity"] for p in points], [p["robust_acc"] for p in points])
     final = final_correlations(points)
     title, summary = _summary(per_seed, pooled, len(points))
-    fig = _figure(points, f"E6: sensitivity vs robust accuracy over training\n{title}", final)
+    fig = _figure(points, f"E6: sensitivity vs robust accuracy over training\n{title}", final,
+                  ", ".join(ctx.setting.sns_layers))
     rows = [{k: p[k] for k in ("group", "seed", "epoch", "sensitivity", "robust_acc", "activation_scale",
                                "relative_sensitivity")} for p in points]
     print(f"  {len(points)} (seed, model, epoch) points; Spearman rho per seed "

@@ -24,20 +24,24 @@ AVERAGED = ("clean_acc", "pgd40_acc", "mean_sensitivity")
 
 
 def sweep_file(ctx: Context) -> Path:
-    """The recorded sweep (quick), or the sweep rerun for ``ctx.seed_list`` into ``out/sns_sweep.json``
-    (full); recorded as an input."""
-    if ctx.quick:
+    """The recorded sweep (quick mode in the default setting), or the sweep run for ``ctx.seed_list``
+    into ``out/sns_sweep.json`` (full mode; another setting, whose quick mode trains each run for
+    ``setting.quick_epochs`` epochs); recorded as an input."""
+    if ctx.shipped:
         return ctx.uses("sns_sweep", RECORDED_SWEEP)
     from tqdm.auto import tqdm
 
     from .. import sweep
 
-    ctx.uses("mnist5k", data_file("mnist5k"))
+    setting = None if ctx.setting.shipped else ctx.setting      # None: the module's MNIST sweep
+    epochs = ctx.setting.quick_epochs if ctx.quick else None
+    ctx.uses(ctx.setting.dataset, data_file(ctx.setting.dataset))
     path = ctx.out / "sns_sweep.json"
-    runs = [(setting, seed) for setting in sweep.SETTINGS for seed in ctx.seed_list]
+    runs = [(knob, seed) for knob in sweep._of(setting)[2] for seed in ctx.seed_list]
     for (knob, name, change), seed in tqdm(runs, desc="E7 sweep", unit="run", disable=not ctx.progress):
-        record = sweep.run_setting(name, knob, change, ctx.out / "runs" / "sweep", device=ctx.device, seed=seed)
-        sweep.write_sweep([record], path)
+        record = sweep.run_setting(name, knob, change, ctx.out / "runs" / "sweep", device=ctx.device, seed=seed,
+                                   setting=setting, epochs=epochs, precision=ctx.precision)
+        sweep.write_sweep([record], path, setting)
     return ctx.uses("sns_sweep", path)
 
 
@@ -96,10 +100,11 @@ def format_table(rows: list[dict]) -> str:
                      for line in [header, *lines])
 
 
-def knobs_text(rows: list[dict], test_n: int) -> str:
+def knobs_text(rows: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) -> str:
     """The E7 reading, computed from ``aggregate``'s rows: how far the knobs move the sensitivity,
     clean and robust accuracy, and the best setting against PGD-AT (``lam = 0``) in standard
-    errors of one accuracy on ``test_n`` test images (``sqrt(p (1 - p) / n)``).
+    errors of one accuracy on ``test_n`` test images (``sqrt(p (1 - p) / n)``, at least ``1 / n``). ``layers``: the
+    layers whose mean sensitivity the rows hold (the sweep's ``default["layers"]``).
 
     Returns:
         str: Markdown.
@@ -111,14 +116,16 @@ def knobs_text(rows: list[dict], test_n: int) -> str:
     steady = all(b < a for a, b in zip(sens, sens[1:]))
     best = max(sns, key=lambda r: r["pgd40_acc"])
     p = base["pgd40_acc"]
-    se = (p * (1 - p) / test_n) ** 0.5
+    se = max((p * (1 - p) / test_n) ** 0.5, 1 / test_n)  # at p = 0 or 1, one image's worth, not zero
     gain = best["pgd40_acc"] - p
     above = sum(r["pgd40_acc"] >= p for r in sns)
     clean = [r["clean_acc"] for r in rows]
     robust = [r["pgd40_acc"] for r in sns]
     verdict = ("within about two standard errors, so the sweep singles out no clearly better setting"
                if abs(gain) < 2 * se else "more than two standard errors; worth checking with more training seeds")
-    return (f"The mean (raw) layer sensitivity of `conv3`, `conv4` and `fc1` falls {'steadily' if steady else 'overall'} with λ, "
+    names = ", ".join(f"`{layer}`" for layer in layers[:-1]) + f" and `{layers[-1]}`" if len(layers) > 1 \
+        else f"`{layers[0]}`"
+    return (f"The mean (raw) layer sensitivity of {names} falls {'steadily' if steady else 'overall'} with λ, "
             f"from {sens[0]:.3f} at λ = 0 to {sens[-1]:.3f} at λ = {lam_rows[-1]['lam']:g} "
             f"({sens[0] / sens[-1]:.1f} times lower). Clean accuracy stays within "
             f"{100 * min(clean):.1f}-{100 * max(clean):.1f} %. Under PGD-40, {above} of the {len(sns)} SNS settings "
@@ -139,10 +146,12 @@ def run(ctx: Context) -> Result:
     budget = {("seeds" if k == "seed" and len(seeds) > 1 else k): (",".join(map(str, seeds)) if k == "seed" else v)
               for k, v in sweep["budget"].items()}  # the training seeds the records hold, not just BUDGET's
     base = next(r for r in rows if r["lam"] == 0)
-    fig = plot_sns_knobs(rows, base, budget)
+    layers = sweep["default"]["layers"]
+    fig = plot_sns_knobs(rows, base, budget, layers=", ".join(layers))
     best = max((r for r in rows if r["lam"] > 0), key=lambda r: r["pgd40_acc"])
     print(f"  PGD-AT {base['pgd40_acc']:.3f}±{base['pgd40_acc_std']:.3f}; best SNS {best['name']} "
           f"{best['pgd40_acc']:.3f}±{best['pgd40_acc_std']:.3f}")
-    finding = (knobs_text(rows, sweep["budget"]["test_n"]) + " Source: "
-               + ("the recorded runs, `data/sweeps/sns_sweep.json`." if ctx.quick else "rerun here, `sns_sweep.json`."))
+    test_n = min(r.get("test_n", sweep["budget"]["test_n"]) for r in sweep["runs"])  # fewer on a small test set
+    finding = (knobs_text(rows, test_n, layers) + " Source: "
+               + ("the recorded runs, `data/sweeps/sns_sweep.json`." if ctx.shipped else "rerun here, `sns_sweep.json`."))
     return Result(finding, {"e7_sns_knobs.csv": rows, "e7_sns_knobs.png": fig})
