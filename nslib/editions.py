@@ -160,6 +160,16 @@ def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
     return changed
 
 
+def drop_test_markers(source: str) -> str:
+    """``source`` without nbval's marker lines (``# NBVAL_IGNORE_OUTPUT`` ...): they mean nothing to a student.
+
+    Example:
+        >>> drop_test_markers("# NBVAL_IGNORE_OUTPUT\nx = 1")
+        'x = 1'
+    """
+    return "\n".join(line for line in source.split("\n") if not line.startswith("# NBVAL_"))
+
+
 def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out, instructor answers replaced by an
     answer stub, nbval's marker lines (``# NBVAL_...``) dropped and all outputs cleared."""
@@ -169,8 +179,7 @@ def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.source = TEXT_STUB
         if cell.cell_type != "code":
             continue
-        cell.source = "\n".join(line for line in strip_solutions(cell.source).split("\n")
-                                if not line.startswith("# NBVAL_"))  # the course's test markers
+        cell.source = drop_test_markers(strip_solutions(cell.source))
         cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
     return student
