@@ -191,6 +191,23 @@ def train_config(args: argparse.Namespace):
     return TrainConfig.from_dict({**{name: getattr(args, name) for name in SETTINGS}, **options})
 
 
+def _device(name: str | None):
+    """The torch device of ``--device`` (``None``: ``nslib.utils.default_device()``)."""
+    import torch
+
+    from .utils import default_device
+
+    return torch.device(name) if name else default_device()
+
+
+def _check_precision_device(precision: str, device: str | None) -> None:
+    """``--precision`` other than fp32 needs CUDA: ``ValueError`` (one line, exit 2) on another device."""
+    device = _device(device)
+    if precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"--precision {precision} needs a CUDA GPU, and this run is on {device.type}; "
+                         "drop --precision to train in fp32 (the reference), or pass --device cuda.")
+
+
 def run_train(args: argparse.Namespace) -> int:
     """``python -m nslib train``: check the settings, load the data, build the model, train; return 0."""
     import torch
@@ -198,13 +215,10 @@ def run_train(args: argparse.Namespace) -> int:
     from .data import load
     from .models import build
     from .training import train
-    from .utils import default_device, seed_everything
+    from .utils import seed_everything
 
     config = train_config(args)  # a wrong option fails here, before any data is read
-    device = torch.device(args.device) if args.device else default_device()
-    if config.precision != "fp32" and device.type != "cuda":
-        raise ValueError(f"--precision {config.precision} needs a CUDA GPU, and this run is on {device.type}; "
-                         "drop --precision to train in fp32 (the reference), or pass --device cuda.")
+    _check_precision_device(config.precision, args.device)
     _threads(args)
     train_set = load(args.data, "train", limit=args.limit, augment=args.augment)
     test_set = load(args.data, "test")
@@ -261,14 +275,12 @@ def _load_model(spec: str):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from .data import load
     from .evaluation import default_suite, format_table, masking_warnings, robustness_table, save_csv
-    from .utils import default_device, default_eps
+    from .utils import default_eps
 
     _threads(args)
-    device = torch.device(args.device) if args.device else default_device()
+    device = _device(args.device)
     models, dataset = {}, args.data
     for spec in args.models:
         name, model, info = _load_model(spec)
@@ -368,14 +380,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    import torch
-
-    from .utils import default_device
-
-    device = torch.device(args.device) if args.device else default_device()
-    if args.precision != "fp32" and device.type != "cuda":
-        raise ValueError(f"--precision {args.precision} needs a CUDA GPU, and this run is on {device.type}; "
-                         "drop --precision to train in fp32 (the reference), or pass --device cuda.")
+    _check_precision_device(args.precision, args.device)
     out = args.out or ("results" if args.setting == "mnist-smallcnn" else f"results/{args.setting}")
     reproduce(out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
               progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack,

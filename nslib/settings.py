@@ -58,6 +58,8 @@ class Setting:
             ``test_n`` evaluation images and ``train()`` settings.
         quick_epochs (int): the epochs of every model in quick mode when the setting ships no
             checkpoints (``reproduce --quick --setting ...``: a smoke run, not a result).
+        shipped (bool): the course ships this setting's trained models (``data/checkpoints``)
+            and its recorded E7 sweep, which quick mode uses.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Setting:
     sweep: Mapping[str, object]
     augment: bool = False
     quick_epochs: int = 2
+    shipped: bool = False
 
     def __post_init__(self) -> None:
         missing = [r for r in RECIPE_NAMES if r not in self.recipes]
@@ -85,11 +88,6 @@ class Setting:
                              f"{list(self.sns_layers)}; write the layers once, the same in both.")
         object.__setattr__(self, "recipes", MappingProxyType({k: dict(v) for k, v in self.recipes.items()}))
         object.__setattr__(self, "sweep", MappingProxyType(dict(self.sweep)))
-
-    @property
-    def shipped(self) -> bool:
-        """Whether the course ships this setting's trained models (``data/checkpoints``)."""
-        return self.name == "mnist-smallcnn"
 
     def model_name(self, recipe: str) -> str:
         """The model's name: ``Setting.model_name("pgd_at")`` is ``"mnist_pgd_at"`` in the default setting."""
@@ -109,6 +107,10 @@ class Setting:
         return dict(self.recipes[recipe])
 
 
+#: SNS's options in every setting (``docs/experiments.md#sns-loss``); its layers are the setting's.
+_SNS = {"lam": 0.01, "k": 0.1, "max_k": 10, "topk_every": 0, "ce_on": "adv"}
+
+
 def _mnist_recipes() -> dict[str, dict]:
     """The course's four shipped MNIST models (``docs/experiments.md#reference-pgd-at-recipe``)."""
     common = {"lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 100, "schedule": None,
@@ -119,8 +121,7 @@ def _mnist_recipes() -> dict[str, dict]:
         "standard": {"recipe": "standard", **common, "epochs": 10, "eps_warmup_epochs": 0},
         "pgd_at": {"recipe": "pgd_at", **robust},
         "trades": {"recipe": "trades", **robust, "beta": 6.0},
-        "sns": {"recipe": "sns", **robust, "lam": 0.01, "layers": ["conv3", "conv4", "fc1"], "k": 0.1,
-                "max_k": 10, "topk_every": 0, "ce_on": "adv"},
+        "sns": {"recipe": "sns", **robust, **_SNS, "layers": ["conv3", "conv4", "fc1"]},
     }
 
 
@@ -134,8 +135,7 @@ def _cifar10_recipes(sns_layers: list[str], epochs: int = 30) -> dict[str, dict]
         "standard": {"recipe": "standard", **common, "eps_warmup_epochs": 0},
         "pgd_at": {"recipe": "pgd_at", **robust},
         "trades": {"recipe": "trades", **robust, "beta": 6.0},
-        "sns": {"recipe": "sns", **robust, "lam": 0.01, "layers": list(sns_layers), "k": 0.1, "max_k": 10,
-                "topk_every": 0, "ce_on": "adv"},
+        "sns": {"recipe": "sns", **robust, **_SNS, "layers": list(sns_layers)},
     }
 
 
@@ -155,7 +155,7 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in (
     Setting("mnist-smallcnn", "mnist5k", "smallcnn", 0.3, _mnist_recipes(),
             layers=("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"), sns_layers=("conv3", "conv4", "fc1"),
             ablation_layers=("conv4", "fc1"), feature_layer="conv4",
-            distribution_layers=("conv2", "conv4", "fc1", "fc2"), prefix="mnist", sweep=_MNIST_SWEEP),
+            distribution_layers=("conv2", "conv4", "fc1", "fc2"), prefix="mnist", sweep=_MNIST_SWEEP, shipped=True),
     Setting("cifar10-resnet18", "cifar10", "resnet18", 8 / 255, _cifar10_recipes(_RESNET_SNS),
             layers=("conv1", "layer1", "layer2", "layer3", "layer4", "fc"), sns_layers=tuple(_RESNET_SNS),
             ablation_layers=("layer4",), feature_layer="layer2",

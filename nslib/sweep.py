@@ -25,11 +25,18 @@ from pathlib import Path
 from .checkpoints import atomic_write_text
 from .settings import REGISTRY, Setting
 
-__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "knobs", "run_setting", "write_sweep", "record_seed"]
+__all__ = ["BUDGET", "DEFAULT", "SETTINGS", "knobs", "plan", "run_setting", "write_sweep", "record_seed"]
 
 _MNIST = REGISTRY["mnist-smallcnn"]
-#: The settings every run shares unless it changes one of them (the MNIST setting's).
-DEFAULT = {"lam": 0.01, "k": 0.1, "layers": list(_MNIST.sns_layers)}
+
+
+def _defaults(layers) -> dict:
+    """The SNS knobs every run shares unless it changes one of them: lambda 0.01, k 10 %, ``layers``."""
+    return {"lam": 0.01, "k": 0.1, "layers": list(layers)}
+
+
+#: The knobs every run of the MNIST sweep shares unless it changes one of them.
+DEFAULT = _defaults(_MNIST.sns_layers)
 #: The reduced training budget of the sweep and the evaluation size (the MNIST setting's).
 BUDGET = dict(_MNIST.sweep)
 
@@ -46,12 +53,12 @@ def knobs(layers) -> list[tuple[str, str, dict]]:
 SETTINGS = knobs(DEFAULT["layers"])
 
 
-def _of(setting: Setting | None) -> tuple[dict, dict, list]:
-    """``(defaults, budget, knobs)`` of ``setting``'s sweep; the module's (MNIST) for ``None`` or MNIST."""
-    if setting is None or setting.shipped:
+def plan(setting: Setting) -> tuple[dict, dict, list]:
+    """``(defaults, budget, knobs)`` of ``setting``'s sweep; for the shipped MNIST setting the
+    module's ``DEFAULT``, ``BUDGET`` and ``SETTINGS`` (which the recorded sweep used)."""
+    if setting.shipped:
         return DEFAULT, BUDGET, SETTINGS
-    layers = list(setting.sns_layers)
-    return {"lam": 0.01, "k": 0.1, "layers": layers}, dict(setting.sweep), knobs(layers)
+    return _defaults(setting.sns_layers), dict(setting.sweep), knobs(setting.sns_layers)
 
 
 def record_seed(record: dict) -> int:
@@ -60,7 +67,7 @@ def record_seed(record: dict) -> int:
 
 
 def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
-                device=None, threads: int | None = None, seed: int = 0, setting: Setting | None = None,
+                device=None, threads: int | None = None, seed: int = 0, setting: Setting = _MNIST,
                 epochs: int | None = None, precision: str = "fp32") -> dict:
     """Train and evaluate one setting with training ``seed`` into ``runs_dir/seed_name(name, seed)``
     (resumable); return its record.
@@ -73,8 +80,8 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
 
     Args:
         seed (int, optional): the training seed. Default: ``0`` (``BUDGET["seed"]``).
-        setting (Setting, optional): the model, data, eps and budget (``Setting.sweep``).
-            Default: ``None``, the MNIST setting (``BUDGET``).
+        setting (Setting, optional): the model, data, eps and budget (:func:`plan`).
+            Default: the MNIST setting (``BUDGET``).
         epochs (int, optional): train this many epochs instead of the budget's (a smoke run).
         precision (str, optional): the training's precision (``nslib.precision``); the
             evaluation is fp32. Default: ``"fp32"``.
@@ -94,9 +101,7 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
 
     folder = Path(runs_dir) / seed_name(name, seed)  # checks seed
     device = torch.device(device) if device is not None else default_device()
-    defaults, full_budget, _ = _of(setting)
-    arch, dataset, augment = (setting.arch, setting.dataset, setting.augment) if setting else ("smallcnn", "mnist5k",
-                                                                                               False)
+    defaults, full_budget, _ = plan(setting)
     settings = {**defaults, **change}
     recipe = "pgd_at" if settings["lam"] == 0 else "sns"
     options = {} if recipe == "pgd_at" else settings
@@ -107,13 +112,14 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
         budget["precision"] = precision
     config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": budget["epochs"], **options})
     seed_everything(seed)  # the initial weights too, as `python -m nslib train` does
-    model = models.build(arch, dataset=dataset)
+    model = models.build(setting.arch, dataset=setting.dataset)
     start = time.time()
-    train(model, data.load(dataset, "train", limit=full_budget["train_n"], augment=augment), config=config,
+    train(model, data.load(setting.dataset, "train", limit=full_budget["train_n"], augment=setting.augment),
+          config=config,
           out=folder, progress=False, device=device)
     seconds = time.time() - start
     model.eval()
-    x, y = data.load(dataset, "test").tensors(full_budget["test_n"])
+    x, y = data.load(setting.dataset, "test").tensors(full_budget["test_n"])
     x, y = x.to(device), y.to(device)
     torch.manual_seed(0)
     eps = full_budget["eps"]
@@ -124,7 +130,7 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
             "sensitivity": {k: round(v, 4) for k, v in sens.items()}, "train_seconds": round(seconds)}
 
 
-def write_sweep(records: list[dict], path: str | os.PathLike, setting: Setting | None = None) -> Path:
+def write_sweep(records: list[dict], path: str | os.PathLike, setting: Setting = _MNIST) -> Path:
     """Merge ``records`` into the sweep file at ``path``: one record per (name, seed), a new one
     replacing the old (a missing ``seed`` reads as 0, ``record_seed``); kept in ``SETTINGS``
     order, then by seed. The file's ``budget`` is ``BUDGET`` (its ``seed`` is seed 0's; each
@@ -132,7 +138,7 @@ def write_sweep(records: list[dict], path: str | os.PathLike, setting: Setting |
     path = Path(path)
     previous = json.loads(path.read_text())["runs"] if path.exists() else []
     merged = {(r["name"], record_seed(r)): r for r in previous + records}
-    defaults, budget, settings = _of(setting)
+    defaults, budget, settings = plan(setting)
     order = {name: i for i, (_, name, _) in enumerate(settings)}
     known = sorted((key for key in merged if key[0] in order), key=lambda key: (order[key[0]], key[1]))
     return atomic_write_text(path, json.dumps({"budget": budget, "default": defaults,

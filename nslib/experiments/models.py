@@ -204,7 +204,7 @@ def model_row(name: str, seed: int, info: dict) -> dict:
 METRICS = ("clean_acc", "fgsm_acc", "pgd40_acc", "aa_acc", "worst_acc")
 
 
-def setting_settings(ctx: Context, name: str) -> dict:
+def train_settings(ctx: Context, name: str) -> dict:
     """``retrain`` settings of model ``name`` in the run's setting: the default setting's from the
     recipe its shipped checkpoint carries; another setting's from ``nslib.settings``, for
     ``setting.quick_epochs`` epochs in quick mode; trained in the run's ``precision``."""
@@ -224,7 +224,7 @@ def _retrain_seed(ctx: Context, name: str, seed: int) -> None:
     ctx.uses(ctx.setting.dataset, data_file(ctx.setting.dataset))
     run_name = seed_name(name, seed)
     retrain(run_name, ctx.out / "runs" / run_name, ctx.out / "models" / f"{run_name}.pt",
-            {**setting_settings(ctx, name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,
+            {**train_settings(ctx, name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,
             seed=ctx.seed, autoattack=ctx.autoattack)
 
 

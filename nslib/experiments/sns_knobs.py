@@ -33,11 +33,11 @@ def sweep_file(ctx: Context) -> Path:
 
     from .. import sweep
 
-    setting = None if ctx.setting.shipped else ctx.setting      # None: the module's MNIST sweep
-    epochs = ctx.setting.quick_epochs if ctx.quick else None
-    ctx.uses(ctx.setting.dataset, data_file(ctx.setting.dataset))
+    setting, epochs = ctx.setting, (ctx.setting.quick_epochs if ctx.quick else None)
+    ctx.uses(setting.dataset, data_file(setting.dataset))
     path = ctx.out / "sns_sweep.json"
-    runs = [(knob, seed) for knob in sweep._of(setting)[2] for seed in ctx.seed_list]
+    _, _, knobs = sweep.plan(setting)
+    runs = [(knob, seed) for knob in knobs for seed in ctx.seed_list]
     for (knob, name, change), seed in tqdm(runs, desc="E7 sweep", unit="run", disable=not ctx.progress):
         record = sweep.run_setting(name, knob, change, ctx.out / "runs" / "sweep", device=ctx.device, seed=seed,
                                    setting=setting, epochs=epochs, precision=ctx.precision)
