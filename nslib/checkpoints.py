@@ -15,7 +15,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Mapping
 
 import torch
 from torch import nn

@@ -249,7 +249,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="AutoAttack, the headline robust accuracy: 'standard' (APGD-CE, APGD-T, FAB-T, Square), "
                         "'quick' (our CPU subset: APGD-CE + APGD-T on 3 targets) or 'none'. Default: %(default)s")
     p.add_argument("--eps", type=float, default=None,
-                   help="scale the suite to this eps. Default: 0.3 (MNIST) or 8/255")
+                   help="scale the suite to this eps. Default: the eps the models were trained for (their "
+                        "checkpoints' recipe), else 0.3 on 1-channel images and 8/255 on colour ones")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts. Default: %(default)s")
     p.add_argument("--device", default=None, help="Default: cuda if available")
@@ -281,19 +282,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _threads(args)
     device = _device(args.device)
-    models, dataset = {}, args.data
+    models, dataset, trained_eps = {}, args.data, {}
     for spec in args.models:
         name, model, info = _load_model(spec)
         models[name] = model.to(device)
         dataset = dataset or info.get("dataset") or "mnist5k"
+        trained_eps[name] = (info.get("recipe") or {}).get("eps")
     x, y = load(dataset, "test").tensors(args.n)
-    suite = default_suite(args.eps if args.eps is not None else default_eps(x.shape[1]),
-                          autoattack=None if args.autoattack == "none" else args.autoattack)
+    eps = args.eps
+    if eps is None:
+        known = {round(e, 6): e for e in trained_eps.values() if e is not None}   # rounded only to compare
+        if len(known) > 1:
+            raise ValueError(f"the models were trained for different eps ({trained_eps}); choose the one to "
+                             "evaluate at with --eps.")
+        eps = next(iter(known.values())) if known else default_eps(x.shape[1])
+    suite = default_suite(eps, autoattack=None if args.autoattack == "none" else args.autoattack)
     if args.attacks:
         unknown = [a for a in args.attacks if a not in suite]
         if unknown:
-            raise ValueError(f"unknown attacks {unknown} at eps {args.eps or default_eps(x.shape[1]):g}; "
-                             f"choose from {', '.join(suite)}.")
+            raise ValueError(f"unknown attacks {unknown} at eps {eps:g}; choose from {', '.join(suite)}.")
         suite = {a: suite[a] for a in args.attacks}
     rows = robustness_table(models, (x, y), suite, seed=args.seed, progress=not args.no_progress)
     print(format_table(rows))
@@ -356,7 +363,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="test images of the attack steps. Default: 200 quick, 1000 full")
     p.add_argument("--setting", default="mnist-smallcnn", choices=list(settings.REGISTRY),
                    help="the experimental setting (nslib.settings): the course's shipped MNIST models, or a "
-                        "CIFAR-10 setting trained here from its recipes (needs the files: python -m nslib "
+                        "setting trained here from its recipes (needs its data set's files: python -m nslib "
                         "download cifar10). Default: %(default)s")
     p.add_argument("--out", default=None, help="output folder. Default: results (results/<setting> for another "
                                                "setting)")

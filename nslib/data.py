@@ -173,17 +173,29 @@ def _load_embedded(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+#: name -> (torchvision class, the files under the root, the file holding the test images).
 _TORCHVISION = {
-    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
+    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+                      "FashionMNIST/raw/t10k-images-idx3-ubyte"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+                "cifar-10-batches-py/test_batch"),
 }
+
+
+def test_images_file(name: str) -> Path:
+    """The file a data set's test images are read from: ``data/mnist5k.npz`` for the embedded
+    ``mnist5k``, ``<download_root()>/cifar-10-batches-py/test_batch`` for CIFAR-10, and so on."""
+    dataset_info(name)
+    if name in EMBEDDED_FILES:
+        return EMBEDDED_DIR / EMBEDDED_FILES[name][0]
+    return download_root() / _TORCHVISION[name][2]
 
 
 def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     import torchvision
 
-    cls_name, layout = _TORCHVISION[name]
+    cls_name, layout, _ = _TORCHVISION[name]
     cls = getattr(torchvision.datasets, cls_name)
     try:
         ds = cls(str(root), train=(split == "train"), download=download)

@@ -16,8 +16,8 @@ four models from the recipes stored in the shipped checkpoints (``results/runs/`
 resumable, then ``results/models/``), reruns the E7 sweep, and uses N = 1000 and the full
 attack suite (PGD-100, 5 restarts): 56 minutes on a 2-core CPU (27 of them training).
 
-``--setting cifar10-resnet18`` (or ``cifar10-vgg16``; ``nslib.settings``) runs the same steps on
-CIFAR-10: the four models and the E7 sweep are trained from that setting's recipes (quick
+``--setting cifar10-resnet18`` (or ``cifar10-vgg16``, ``fashion-mnist-smallcnn``; ``nslib.settings``)
+runs the same steps on CIFAR-10 (Fashion-MNIST): the four models and the E7 sweep are trained from that setting's recipes (quick
 mode: ``quick_epochs`` each, a smoke run), each experiment reads its layers from the setting,
 and ``--precision bf16`` trains on a GPU in bf16 (``docs/gpu.md``).
 """
@@ -216,7 +216,8 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
         autoattack (str, optional): ``"standard"`` or ``"quick"`` (``nslib.autoattack``).
             Default: ``"quick"`` in quick mode, ``"standard"`` in full mode.
         setting (str, optional): the experimental setting (``nslib.settings``): the course's
-            ``"mnist-smallcnn"``, or ``"cifar10-resnet18"``, ``"cifar10-vgg16"``, whose four
+            ``"mnist-smallcnn"``, or ``"cifar10-resnet18"``, ``"cifar10-vgg16"``,
+            ``"fashion-mnist-smallcnn"``, whose four
             models and E7 sweep are trained here from the setting's recipes (in quick mode for
             ``quick_epochs`` epochs: a smoke run). Its data must be on disk: without it the
             run stops before it writes anything. Default: ``"mnist-smallcnn"``.

@@ -4,11 +4,12 @@ A setting is one small declarative description (:class:`Setting`). ``python -m n
 --setting NAME --recipe R`` trains recipe ``R`` exactly as the setting writes it, and
 ``nslib.experiments.models.SHIPPED_RECIPES`` (the course's four shipped models) is the
 ``mnist-smallcnn`` setting's recipes. Adding a setting is adding an entry to
-:data:`REGISTRY` (Fashion-MNIST would be the MNIST entry with another ``dataset``).
+:data:`REGISTRY`: ``fashion-mnist-smallcnn`` is the MNIST entry with another data set and eps.
 
 | setting | data | model | eps | recipes |
 |---|---|---|---|---|
 | ``mnist-smallcnn`` (default) | ``mnist5k`` (embedded) | ``smallcnn`` | 0.3 | Adam 1e-3, 40 epochs, eps ramp over 16 |
+| ``fashion-mnist-smallcnn`` | ``fashion-mnist`` (``python -m nslib download fashion-mnist``) | ``smallcnn`` | 0.1 | as MNIST |
 | ``cifar10-resnet18`` | ``cifar10`` (``python -m nslib download cifar10``) | PreAct ResNet-18 | 8/255 | SGD 0.1, momentum 0.9, weight decay 5e-4, step schedule, crop+flip |
 | ``cifar10-vgg16`` | ``cifar10`` | VGG-16 with batch norm | 8/255 | as ResNet-18 |
 
@@ -111,17 +112,23 @@ class Setting:
 _SNS = {"lam": 0.01, "k": 0.1, "max_k": 10, "topk_every": 0, "ce_on": "adv"}
 
 
-def _mnist_recipes() -> dict[str, dict]:
-    """The course's four shipped MNIST models (``docs/experiments.md#reference-pgd-at-recipe``)."""
+#: The small CNN's layers in every MNIST-family setting.
+_SMALLCNN_LAYERS = {"layers": ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"),
+                    "sns_layers": ("conv3", "conv4", "fc1"), "ablation_layers": ("conv4", "fc1"),
+                    "feature_layer": "conv4", "distribution_layers": ("conv2", "conv4", "fc1", "fc2")}
+
+
+def _mnist_recipes(eps: float = 0.3) -> dict[str, dict]:
+    """The course's four shipped MNIST models (``docs/experiments.md#reference-pgd-at-recipe``) at ``eps``."""
     common = {"lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 100, "schedule": None,
-              "eps": 0.3, "alpha": pgd_step(0.3, 10), "steps": 10, "seed": 0, "precision": "fp32", "compile": False,
+              "eps": eps, "alpha": pgd_step(eps, 10), "steps": 10, "seed": 0, "precision": "fp32", "compile": False,
               "max_batches": None}
     robust = {**common, "epochs": 40, "eps_warmup_epochs": 16.0}
     return {
         "standard": {"recipe": "standard", **common, "epochs": 10, "eps_warmup_epochs": 0},
         "pgd_at": {"recipe": "pgd_at", **robust},
         "trades": {"recipe": "trades", **robust, "beta": 6.0},
-        "sns": {"recipe": "sns", **robust, **_SNS, "layers": ["conv3", "conv4", "fc1"]},
+        "sns": {"recipe": "sns", **robust, **_SNS, "layers": list(_SMALLCNN_LAYERS["sns_layers"])},
     }
 
 
@@ -142,9 +149,13 @@ def _cifar10_recipes(sns_layers: list[str], epochs: int = 30) -> dict[str, dict]
 _RESNET_SNS = ["layer3", "layer4"]
 _VGG_SNS = ["relu4_3", "relu5_3"]
 
-#: E7's sweep budget on MNIST (``nslib.sweep``): 2,000 training images, 10 epochs, eps ramped over 4.
-_MNIST_SWEEP = {"train_n": 2000, "epochs": 10, "eps": 0.3, "steps": 10, "eps_warmup_epochs": 4,
-                "lr": 1e-3, "batch_size": 100, "seed": 0, "test_n": 500}
+
+def _mnist_sweep(eps: float = 0.3) -> dict:
+    """E7's sweep budget on MNIST (``nslib.sweep``): 2,000 training images, 10 epochs, eps ramped over 4."""
+    return {"train_n": 2000, "epochs": 10, "eps": eps, "steps": 10, "eps_warmup_epochs": 4,
+            "lr": 1e-3, "batch_size": 100, "seed": 0, "test_n": 500}
+
+
 #: E7's sweep budget on CIFAR-10: 10,000 training images, 10 epochs of the CIFAR-10 recipe.
 _CIFAR10_SWEEP = {"train_n": 10000, "epochs": 10, "eps": 8 / 255, "alpha": 2 / 255, "steps": 10,
                   "eps_warmup_epochs": 0, "lr": 0.1, "optimizer": "sgd", "weight_decay": 5e-4,
@@ -152,10 +163,10 @@ _CIFAR10_SWEEP = {"train_n": 10000, "epochs": 10, "eps": 8 / 255, "alpha": 2 / 2
 
 #: Every setting by name.
 REGISTRY: dict[str, Setting] = {s.name: s for s in (
-    Setting("mnist-smallcnn", "mnist5k", "smallcnn", 0.3, _mnist_recipes(),
-            layers=("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"), sns_layers=("conv3", "conv4", "fc1"),
-            ablation_layers=("conv4", "fc1"), feature_layer="conv4",
-            distribution_layers=("conv2", "conv4", "fc1", "fc2"), prefix="mnist", sweep=_MNIST_SWEEP, shipped=True),
+    Setting("mnist-smallcnn", "mnist5k", "smallcnn", 0.3, _mnist_recipes(), **_SMALLCNN_LAYERS, prefix="mnist",
+            sweep=_mnist_sweep(), shipped=True),
+    Setting("fashion-mnist-smallcnn", "fashion-mnist", "smallcnn", 0.1, _mnist_recipes(0.1), **_SMALLCNN_LAYERS,
+            prefix="fashion_mnist", sweep=_mnist_sweep(0.1)),
     Setting("cifar10-resnet18", "cifar10", "resnet18", 8 / 255, _cifar10_recipes(_RESNET_SNS),
             layers=("conv1", "layer1", "layer2", "layer3", "layer4", "fc"), sns_layers=tuple(_RESNET_SNS),
             ablation_layers=("layer4",), feature_layer="layer2",

@@ -7,11 +7,18 @@ and of the whole run. **The images are noise: every accuracy in the output means
 only the timing counts.** With the real files, run ``python -m nslib reproduce`` itself.
 
     python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 --precision bf16
+    python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 --epochs 2  # projected
     python scripts/time_cifar10_reproduce.py --setting cifar10-vgg16 --quick      # a smoke run, minutes
+
+``--epochs E`` trains every model and every E7 sweep run for E epochs instead of the setting's
+(30 and 10) and projects the full run: the two training steps scaled by epochs / E, the other
+steps as measured. The training steps also evaluate, and that part does not grow with the
+epochs, so the projection is an upper bound. It fits a GPU session of a few minutes.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -32,12 +39,24 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=10000, help="images per batch file (10000: the real size)")
     p.add_argument("--out", default=None, help="results folder. Default: a scratch folder")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train each model and sweep run for this many epochs and project the full run's time")
     args = p.parse_args(argv)
+    if args.epochs is not None and (args.epochs < 1 or args.quick):
+        p.error("--epochs is a positive count of epochs, for --full runs (quick mode trains quick_epochs)")
 
     import torchvision.datasets.cifar as cifar
 
     from nslib import reproduce as rp
+    from nslib import settings
     from nslib.data import write_cifar10_files
+
+    setting = settings.get(args.setting)
+    full_epochs = {"models": setting.recipe("pgd_at")["epochs"], "sns_knobs": setting.sweep["epochs"]}
+    if args.epochs is not None:   # the same setting, every training run shortened to --epochs
+        recipes = {r: {**setting.recipe(r), "epochs": args.epochs} for r in settings.RECIPE_NAMES}
+        settings.REGISTRY[args.setting] = dataclasses.replace(
+            setting, recipes=recipes, sweep={**setting.sweep, "epochs": args.epochs})
 
     scratch = Path(tempfile.mkdtemp(prefix="nslib-cifar10-timing-"))
     write_cifar10_files(scratch / "data", n=args.images)
@@ -50,6 +69,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         result = run_step(ctx, name, code)
         steps[name] = time.perf_counter() - start
+        print(f"timed: {name} {steps[name] / 60:.1f} min", flush=True)   # kept if a time limit cuts the run
         return result
 
     rp.run_step = timed
@@ -62,6 +82,14 @@ def main(argv=None) -> int:
     for name, seconds in steps.items():
         print(f"  {name:28s} {seconds / 60:7.1f} min")
     print(f"  {'total':28s} {total / 60:7.1f} min")
+    if args.epochs is not None:
+        projected = {name: seconds * (full_epochs[name] / args.epochs if name in full_epochs else 1)
+                     for name, seconds in steps.items()}
+        print(f"projected with the setting's epochs ({full_epochs['models']} per model, {full_epochs['sns_knobs']} "
+              f"per sweep run; measured with {args.epochs}), an upper bound:")
+        for name in full_epochs:
+            print(f"  {name:28s} {projected.get(name, 0) / 60:7.1f} min")
+        print(f"  {'total':28s} {sum(projected.values()) / 60:7.1f} min")
     return 0
 
 

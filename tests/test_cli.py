@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nslib.checkpoints import load_checkpoint
+from nslib.checkpoints import load_checkpoint, save_checkpoint
 from nslib.cli import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def test_every_command_that_computes_takes_a_device():
 def test_train_then_evaluate(tmp_path, capsys, device):
     out = tmp_path / "run"
     assert main(["train", "--recipe", "standard", "--epochs", "1", "--limit", "300", "--device", str(device),
-                 "--eval-n", "50", "--eval-steps", "2", "--no-progress", "--out", str(out)]) == 0
+                 "--eval-n", "50", "--eval-steps", "2", "--eps", "0.2", "--no-progress", "--out", str(out)]) == 0
     model, info = load_checkpoint(out / "model.pt")
     assert info["recipe"]["recipe"] == "standard" and info["recipe"]["epochs"] == 1
     assert 0 <= info["metrics"]["clean_acc"] <= 1
@@ -64,9 +64,16 @@ def test_train_then_evaluate(tmp_path, capsys, device):
     assert text.splitlines()[0].split() == ["model", "clean", "fgsm", "pgd10"]
     assert text.splitlines()[1].startswith("run")
     assert csv_path.read_text().count("\n") == 4  # header + 3 rows
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(SystemExit) as exit_:   # the suite is at the eps the model was trained for
         main(["evaluate", str(out), "--n", "10", "--attacks", "pgd7"])
-    assert exit_.value.code == 2 and "nslib: error: unknown attacks ['pgd7']" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "nslib: error: unknown attacks ['pgd7'] at eps 0.2;" in capsys.readouterr().err
+    other = save_checkpoint(tmp_path / "other.pt", model, arch=info["arch"], dataset=info["dataset"],
+                            recipe={**info["recipe"], "eps": 0.3}, metrics=info["metrics"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(out), str(other), "--n", "10", "--attacks", "clean"])
+    assert exit_.value.code == 2 and "trained for different eps" in capsys.readouterr().err
+    assert main(["evaluate", str(out), str(other), "--n", "10", "--attacks", "pgd40@0.1", "--eps", "0.3",
+                 "--device", str(device), "--no-progress"]) == 0
 
 
 def test_train_under_torchrun_with_two_cpu_processes(tmp_path):

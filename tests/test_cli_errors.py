@@ -32,6 +32,7 @@ def _fails(argv, capsys) -> str:
      "--precision bf16 needs a CUDA GPU, and this run is on cpu; drop --precision"),
     (["reproduce", "--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA GPU"),
     (["reproduce", "--setting", "cifar10-vgg16", "--out", "unused"], "data set 'cifar10' not found"),
+    (["reproduce", "--setting", "fashion-mnist-smallcnn", "--out", "unused"], "`python -m nslib download fashion-mnist`"),
     (["reproduce", "--seeds", "4"], "quick mode uses the shipped seeds, and 3 are shipped; got seeds=4. Use --seeds 3"),
     (["reproduce", "--seeds", "0"], "seeds (training seeds per recipe) must be an int >= 1, got 0"),
 ])

@@ -1,15 +1,12 @@
 """nslib.data: the embedded set, its hash check, the torchvision path (on files we write)."""
-import gzip
 import hashlib
 import shutil
-import struct
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 
-from fakedata import write_cifar
+from fakedata import write_cifar, write_mnist_like
 from nslib import data
 
 
@@ -95,30 +92,9 @@ def test_augmentation_keeps_shape_and_range():
 
 # --- the torchvision path, on small files written in the real on-disk formats --------------
 
-def _write_idx(path, array, gz=False):
-    array = np.asarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
-
-
-def _write_mnist_like(root, folder, n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    expected = {}
-    for prefix in ("train", "t10k"):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-        expected[prefix] = (images, labels)
-    return expected
-
-
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_torchvision_mnist_family_reads_idx_files(tmp_path, name, folder):
-    expected = _write_mnist_like(tmp_path, folder)
+    expected = write_mnist_like(tmp_path, folder)
     for split, prefix in (("train", "train"), ("test", "t10k")):
         ds = data.load(name, split, root=tmp_path)
         x, y = ds.tensors()
@@ -128,8 +104,24 @@ def test_torchvision_mnist_family_reads_idx_files(tmp_path, name, folder):
         assert y.tolist() == labels.tolist()
 
 
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("cifar10", None)])
+def test_the_test_images_file_is_one_torchvision_reads(tmp_path, monkeypatch, name, folder):
+    """reproduce records this file as its steps' input: it must be the data set's test images."""
+    monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))
+    assert not data.test_images_file(name).exists()
+    if folder:
+        write_mnist_like(tmp_path, folder)
+    else:
+        write_cifar(tmp_path)
+    path = data.test_images_file(name)
+    assert path.is_file() and tmp_path in path.parents and ("t10k-images" in path.name or path.name == "test_batch")
+    assert data.test_images_file("mnist5k") == data.EMBEDDED_DIR / "mnist5k.npz"
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.test_images_file("cifar100")
+
+
 def test_data_root_from_environment(tmp_path, monkeypatch):
-    _write_mnist_like(tmp_path, "MNIST")
+    write_mnist_like(tmp_path, "MNIST")
     monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))
     assert data.download_root() == tmp_path
     assert len(data.load("mnist", "test")) == 12
@@ -166,7 +158,7 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch):
     def fake_download(self):
         calls.append(self.root)
         if not self._check_exists():
-            _write_mnist_like(tmp_path, "MNIST", n=5)
+            write_mnist_like(tmp_path, "MNIST", n=5)
 
     monkeypatch.setattr(mnist.MNIST, "download", fake_download)
     ds = data.load("mnist", "test", root=tmp_path, download=True)

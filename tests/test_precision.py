@@ -97,3 +97,50 @@ def test_bf16_sensitivity_matches_fp32_within_a_few_percent(device):
         ratio = sigma16[name].mean() / sigma32[name].mean()
         assert abs(float(ratio) - 1) < 0.05, f"{name}: bf16/fp32 layer sensitivity {float(ratio):.3f}"
         assert not torch.equal(sigma16[name], sigma32[name]), f"{name}: bf16 gave fp32's exact values"
+
+
+def test_sns_through_a_compiled_forward_captures_each_steps_activations(device):
+    """``train(compile=True)`` runs the loss's forward passes through ``torch.compile``. SNS
+    registers its capture hooks afresh at every step around those passes; compiled, they must
+    still capture that step's activations: the loss and the gradient equal the eager ones at
+    every step (a stale or empty capture would change the penalty, or raise)."""
+    import torch._dynamo
+
+    from nslib.recipes import sns_loss
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = build("smallcnn").to(device)
+    compiled = torch.compile(net)
+    images, labels = data.load("mnist5k", "train").tensors(32)
+    for step in range(3):   # from the second step on, new hooks meet an already compiled graph
+        x, y = images[8 * step:8 * step + 8].to(device), labels[8 * step:8 * step + 8].to(device)
+        results = {}
+        for name, forward in (("eager", net), ("compiled", compiled)):
+            torch.manual_seed(step)   # the same PGD random start
+            loss, stats = sns_loss(forward, x, y, net=net, eps=0.3, alpha=0.1, steps=2, state={}, lam=1.0)
+            grads = torch.autograd.grad(loss, list(net.parameters()))
+            results[name] = loss.item(), stats["penalty"], torch.cat([g.flatten() for g in grads])
+        (loss_e, pen_e, grad_e), (loss_c, pen_c, grad_c) = results["eager"], results["compiled"]
+        assert pen_e > 0 and pen_c == pytest.approx(pen_e, rel=1e-4) and loss_c == pytest.approx(loss_e, rel=1e-4)
+        assert torch.allclose(grad_c, grad_e, rtol=1e-3, atol=1e-5), step
+        with torch.no_grad():   # a training step, so the next step's weights are new
+            for parameter, grad in zip(net.parameters(), grads):
+                parameter -= 0.1 * grad
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0   # it was compiled, not ignored
+
+
+def test_training_with_compile_logs_what_eager_training_logs(device):
+    """The whole path: ``train(..., compile=True)`` (SNS) trains, and its first epoch's logged
+    loss, CE and penalty agree with eager training's (weights drift apart within Adam's step
+    size, as float sums in another order make tiny gradients change sign)."""
+    from nslib.training import train
+
+    train_set = data.load("mnist5k", "train", limit=100)
+    logs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        logs[compiled] = train(build("smallcnn"), train_set, "sns", 1, eps=0.3, steps=2, batch_size=50,
+                               compile=compiled, progress=False, device=device, seed=0)[-1]
+    for key in ("loss", "ce", "penalty"):
+        assert logs[True][key] == pytest.approx(logs[False][key], rel=1e-3), key

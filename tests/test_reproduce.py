@@ -338,19 +338,21 @@ def test_e7_aggregates_each_setting_over_its_seeds():
 
 def test_e7_says_how_many_seeds_and_draws_error_bars_when_there_are_several(tmp_path, monkeypatch):
     from nslib.experiments import sns_knobs
+    from nslib.sweep import record_seed
 
-    one = sns_knobs.run(Context(tmp_path, seeds=1))                  # the recorded sweep: seed 0 only
+    recorded = json.loads(sns_knobs.RECORDED_SWEEP.read_text())
+    assert sorted({record_seed(r) for r in recorded["runs"]}) == [0, 1, 2]   # three seeds of every setting ship
+    three = sns_knobs.run(Context(tmp_path, seeds=1))
+    assert "3 training seeds for each" in three.finding
+    assert "seeds 0,1,2" in three.figures["e7_sns_knobs.png"].get_suptitle()
+    (pgd, clean) = three.figures["e7_sns_knobs.png"].axes[0].containers  # PGD-40 and clean accuracy, error bars
+    bars = [s[1][1] - s[0][1] for s in pgd.lines[2][0].get_segments()]  # one vertical bar per lambda
+    stds = [r["pgd40_acc_std"] for r in sns_knobs.aggregate(recorded["runs"]) if r["knob"] == "lambda"]
+    assert len(bars) == 5 and sorted(bars) == pytest.approx(sorted(2 * 100 * s for s in stds))   # ± one std
+    only_seed_0 = {**recorded, "runs": [r for r in recorded["runs"] if record_seed(r) == 0]}
+    path = tmp_path / "sns_sweep.json"
+    path.write_text(json.dumps(only_seed_0))
+    monkeypatch.setattr(sns_knobs, "RECORDED_SWEEP", path)
+    one = sns_knobs.run(Context(tmp_path, seeds=1))
     assert "one training seed for each" in one.finding and "unmeasured" in one.finding
     assert not one.figures["e7_sns_knobs.png"].axes[0].containers
-    sweep = json.loads(sns_knobs.RECORDED_SWEEP.read_text())
-    sweep["runs"] += [{**r, "seed": 1, "pgd40_acc": r["pgd40_acc"] - 0.02} for r in sweep["runs"]]
-    path = tmp_path / "sns_sweep.json"
-    path.write_text(json.dumps(sweep))
-    monkeypatch.setattr(sns_knobs, "RECORDED_SWEEP", path)
-    two = sns_knobs.run(Context(tmp_path, seeds=1))
-    assert "2 training seeds for each" in two.finding and "seeds 0,1" in two.figures["e7_sns_knobs.png"].get_suptitle()
-    lam = two.figures["e7_sns_knobs.png"].axes[0]
-    (pgd, clean) = lam.containers                                   # PGD-40 and clean accuracy, with error bars
-    segments = pgd.lines[2][0].get_segments()                       # one vertical bar per lambda
-    assert len(segments) == 5
-    assert [s[1][1] - s[0][1] for s in segments] == pytest.approx([2 * 100 * 0.02 / 2 ** 0.5] * 5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fakedata import write_cifar
-from nslib import settings
+from nslib import data, settings
 from nslib.checkpoints import read_checkpoint
 from nslib.cli import main
 from nslib.experiments.models import SHIPPED_RECIPES
@@ -19,8 +19,8 @@ from nslib.training import TrainConfig
 def test_a_setting_fits_its_model_and_its_recipes_are_valid(name):
     setting = settings.get(name)
     model = build(setting.arch, dataset=setting.dataset).eval()
-    channels = 1 if setting.dataset.startswith("mnist") else 3
-    size = 28 if channels == 1 else 32
+    info = data.dataset_info(setting.dataset)
+    channels, size = info.channels, info.image_size
     layers = list(dict.fromkeys([*setting.layers, *setting.sns_layers, *setting.ablation_layers,
                                  *setting.distribution_layers, setting.feature_layer]))
     outputs = activations(model, torch.rand(2, channels, size, size), layers)  # unknown names raise

@@ -53,19 +53,31 @@ def test_a_training_seed_has_its_own_folder_and_record(tmp_path, monkeypatch, de
 
 
 def test_sns_knobs_table_and_text_are_computed_from_the_rows():
-    from nslib.experiments.sns_knobs import format_table, knobs_text
+    from nslib.experiments.sns_knobs import aggregate, format_table, knobs_text
 
-    def row(name, knob, lam, pgd, sens, k=0.1):
-        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": "conv3+conv4+fc1", "seeds": 1,
-                "clean_acc": 0.96, "pgd40_acc": pgd, "mean_sensitivity": sens}
+    def record(name, knob, lam, pgd, sens, k=0.1, seed=0):
+        return {"name": name, "knob": knob, "lam": lam, "k": k, "layers": ["conv3", "conv4", "fc1"], "seed": seed,
+                "clean_acc": 0.96, "pgd40_acc": pgd, "sensitivity": {"conv3": sens, "conv4": sens, "fc1": sens}}
 
-    rows = [row("lam0", "lambda", 0.0, 0.80, 0.5), row("lam0.01", "lambda", 0.01, 0.81, 0.2),
-            row("lam0.1", "lambda", 0.1, 0.79, 0.05), row("k1", "k", 0.01, 0.83, 0.3, k=1)]
-    lines = format_table(rows).splitlines()
+    runs = [record("lam0", "lambda", 0.0, 0.80, 0.5), record("lam0.01", "lambda", 0.01, 0.81, 0.2),
+            record("lam0.1", "lambda", 0.1, 0.79, 0.05), record("k1", "k", 0.01, 0.83, 0.3, k=1)]
+    lines = format_table(aggregate(runs)).splitlines()
     assert lines[0].split()[:3] == ["setting", "lambda", "k"] and lines[1].split()[-2:] == ["0.800", "0.500"]
-    text = knobs_text(rows, 500)
+    text = knobs_text(runs, 500)
     assert "falls steadily with λ, from 0.500 at λ = 0 to 0.050 at λ = 0.1 (10.0 times lower)" in text
+    assert "the PGD-40 accuracy moves without a steady trend, from 80.0 % to 79.0 %" in text
     assert "2 of the 3 SNS settings are at or above PGD-AT's 80.0 %" in text
-    # best k1: +3.0 points; se = sqrt(0.8 * 0.2 / 500) = 1.79 points -> 1.7 standard errors
-    assert "`k1`, reaches 83.0 %, +3.0 points" in text and "1.7 standard errors" in text
-    assert "no clearly better setting" in text
+    # best k1: +3.0 points; one seed a side: 2 SE = 2 sqrt(2 * 0.8 * 0.2 / 500) = 5.1 points
+    assert "`k1`, reaches 83.0 %, +3.0 points" in text and "are 5.1 points" in text
+    assert "no clearly better setting" in text and "one training seed for each of the 4 settings" in text
+    # three seeds a side, k1 at 0.83, 0.84, 0.85 against 0.80, 0.80, 0.80: d = 4.0 points,
+    # SE^2 = 0.01^2 / 3 + 0 + 2 * 0.8 * 0.2 / 500 -> 2 SE = 5.2 points: still within the noise
+    runs3 = [record(r["name"], r["knob"], r["lam"], r["pgd40_acc"] + (0.01 * seed if r["name"] == "k1" else 0),
+                    r["sensitivity"]["conv3"], k=r["k"], seed=seed) for r in runs for seed in range(3)]
+    text = knobs_text(runs3, 500)
+    assert "`k1`, reaches 84.0 %, +4.0 points" in text and "are 5.2 points" in text
+    assert "3 training seeds for each of the 4 settings" in text and "no clearly better setting" in text
+    rising = [dict(r, pgd40_acc=0.9) if r["name"] == "lam0.1" else r for r in runs]
+    assert "the PGD-40 accuracy rises steadily, from 80.0 % to 90.0 %" in knobs_text(rising, 500)
+    # on 50,000 images the sampling noise is small and the seed spread decides: 2 SE = 1.3 points
+    assert "are 1.3 points, and it is above them" in knobs_text(runs3, 50000)

@@ -23,7 +23,7 @@ from ..utils import default_device, mean_std, pgd_step, seed_name
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Context", "Result", "MODELS", "SHIPPED_SEEDS", "seed_name", "short_name", "data_file", "pgd_inputs",
+__all__ = ["Context", "Result", "MODELS", "SHIPPED_SEEDS", "seed_name", "short_name", "pgd_inputs",
            "mean_std"]
 
 #: The four shipped models (the default setting's, ``nslib.settings``), in the order every table
@@ -40,16 +40,6 @@ def short_name(name: str) -> str:
         if name.startswith(setting.prefix + "_"):
             return name[len(setting.prefix) + 1:]
     return name
-
-
-def data_file(name: str) -> Path:
-    """The file a data set's test split is read from: ``data/mnist5k.npz`` for the embedded
-    ``mnist5k``; CIFAR-10's ``test_batch`` under ``nslib.data.download_root()``."""
-    if name in data.EMBEDDED_FILES:
-        return data.EMBEDDED_DIR / data.EMBEDDED_FILES[name][0]
-    if name == "cifar10":
-        return data.download_root() / "cifar-10-batches-py" / "test_batch"
-    raise ValueError(f"no data file known for {name!r}; settings use mnist5k or cifar10.")
 
 
 @dataclass
@@ -177,7 +167,7 @@ class Context:
         """The first ``n`` (default :attr:`n`) test images and labels of the setting's data set,
         on the device; the data file is recorded for the step's key."""
         name = self.setting.dataset
-        self.uses(name, data_file(name))
+        self.uses(name, data.test_images_file(name))
         x, y = data.load(name, "test").tensors(n or self.n)
         return x.to(self.device), y.to(self.device)
 

@@ -25,7 +25,7 @@ from .. import data
 from ..checkpoints import load_pretrained, pretrained_path, read_checkpoint, save_checkpoint, upgrade_recipe
 from ..settings import DEFAULT, RECIPE_NAMES
 from ..utils import default_device, runs_root, seed_everything
-from .context import SHIPPED_SEEDS, Context, Result, data_file, mean_std, seed_name, short_name
+from .context import SHIPPED_SEEDS, Context, Result, mean_std, seed_name, short_name
 
 __all__ = ["SHIPPED_ARCH", "SHIPPED_DATASET", "SHIPPED_RECIPES", "SHIPPED_SEEDS", "seed_name", "load_or_train",
            "retrain_settings", "retrain", "checkpoint_metrics", "reevaluate", "run"]
@@ -150,25 +150,27 @@ def retrain(name: str, run_dir: str | Path, checkpoint: str | Path, settings: di
     log = train(model, data.load(dataset, "train", augment=augment), config=config, test_data=data.load(dataset, "test"),
                 out=run_dir, device=device, progress=progress)
     seconds = round(time.time() - start)
-    metrics = checkpoint_metrics(model, dataset, n=n, seed=seed, autoattack=autoattack, device=device)
+    stored = read_checkpoint(run_dir / "model.pt")["recipe"]   # eps and alpha filled in by train()
+    metrics = checkpoint_metrics(model, dataset, eps=stored.get("eps"), n=n, seed=seed, autoattack=autoattack,
+                                 device=device)
     metrics.update(train_seconds=seconds, train_threads=torch.get_num_threads())
-    stored = read_checkpoint(run_dir / "model.pt")["recipe"]
     if command is not None:
         stored = {**stored, "command": command}
     save_checkpoint(checkpoint, model, recipe=stored, metrics=metrics, log=log)
     return Path(checkpoint)
 
 
-def checkpoint_metrics(model, dataset: str, *, n: int = 1000, seed: int = 0, autoattack: str | None = "quick",
-                       device=None) -> dict:
+def checkpoint_metrics(model, dataset: str, *, eps: float | None = None, n: int = 1000, seed: int = 0,
+                       autoattack: str | None = "quick", device=None) -> dict:
     """The headline metrics a checkpoint carries (``nslib.evaluation.headline_metrics``) on the
-    first ``n`` test images of ``dataset``, at its standard eps, with a description (``eval``)."""
+    first ``n`` test images of ``dataset`` at ``eps`` (the eps the model was trained for; default:
+    the data set's standard one, ``nslib.utils.default_eps``), with a description (``eval``)."""
     from ..evaluation import headline_metrics
     from ..utils import default_eps
 
     device = torch.device(device) if device is not None else default_device()
     x, y = data.load(dataset, "test").tensors(n)
-    eps = default_eps(x.shape[1])
+    eps = default_eps(x.shape[1]) if eps is None else eps
     metrics = headline_metrics(model.to(device).eval(), x.to(device), y.to(device), eps=eps, seed=seed,
                                autoattack=autoattack)
     metrics["eval"] = (f"{dataset} test ({len(y)}): FGSM eps {eps:g}; PGD-40 Linf eps {eps:g} step {eps / 30:g} "
@@ -183,7 +185,8 @@ def reevaluate(checkpoint: str | Path, *, n: int = 1000, seed: int = 0, autoatta
     from ..checkpoints import load_checkpoint
 
     model, info = load_checkpoint(checkpoint)
-    metrics = checkpoint_metrics(model, info["dataset"], n=n, seed=seed, autoattack=autoattack, device=device)
+    metrics = checkpoint_metrics(model, info["dataset"], eps=info["recipe"].get("eps"), n=n, seed=seed,
+                                 autoattack=autoattack, device=device)
     metrics.update({k: info["metrics"][k] for k in ("train_seconds", "train_threads") if k in info["metrics"]})
     save_checkpoint(checkpoint, model.cpu(), arch=info["arch"], dataset=info["dataset"], recipe=info["recipe"],
                     metrics=metrics, log=info.get("log", []))
@@ -221,7 +224,7 @@ def train_settings(ctx: Context, name: str) -> dict:
 
 def _retrain_seed(ctx: Context, name: str, seed: int) -> None:
     """Train one seed of a model from its recipe (``--full``, or a setting that ships no checkpoints)."""
-    ctx.uses(ctx.setting.dataset, data_file(ctx.setting.dataset))
+    ctx.uses(ctx.setting.dataset, data.test_images_file(ctx.setting.dataset))
     run_name = seed_name(name, seed)
     retrain(run_name, ctx.out / "runs" / run_name, ctx.out / "models" / f"{run_name}.pt",
             {**train_settings(ctx, name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,

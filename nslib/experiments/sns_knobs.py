@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .. import data
-from .context import Context, Result, data_file, mean_std
+from .context import Context, Result, mean_std
 
 #: The recorded sweep that quick mode reads.
 RECORDED_SWEEP = data.EMBEDDED_DIR / "sweeps" / "sns_sweep.json"
@@ -34,7 +34,7 @@ def sweep_file(ctx: Context) -> Path:
     from .. import sweep
 
     setting, epochs = ctx.setting, (ctx.setting.quick_epochs if ctx.quick else None)
-    ctx.uses(setting.dataset, data_file(setting.dataset))
+    ctx.uses(setting.dataset, data.test_images_file(setting.dataset))
     path = ctx.out / "sns_sweep.json"
     _, _, knobs = sweep.plan(setting)
     runs = [(knob, seed) for knob in knobs for seed in ctx.seed_list]
@@ -100,39 +100,51 @@ def format_table(rows: list[dict]) -> str:
                      for line in [header, *lines])
 
 
-def knobs_text(rows: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) -> str:
-    """The E7 reading, computed from ``aggregate``'s rows: how far the knobs move the sensitivity,
-    clean and robust accuracy, and the best setting against PGD-AT (``lam = 0``) in standard
-    errors of one accuracy on ``test_n`` test images (``sqrt(p (1 - p) / n)``, at least ``1 / n``). ``layers``: the
-    layers whose mean sensitivity the rows hold (the sweep's ``default["layers"]``).
+def knobs_text(runs: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) -> str:
+    """The E7 reading, computed from the sweep's records (any number of training seeds per
+    setting; :func:`aggregate` averages them): how far the knobs move the sensitivity, clean and
+    robust accuracy, and the best setting against PGD-AT (``lam = 0``) by
+    ``nslib.evaluation.compare_over_seeds``: two standard errors that count the spread over
+    training seeds and the sampling noise of ``test_n`` test images. ``layers``: the layers whose
+    mean sensitivity the records hold (the sweep's ``default["layers"]``).
 
     Returns:
         str: Markdown.
     """
+    from ..evaluation import compare_over_seeds
+
+    rows = aggregate(runs)
     base = next(r for r in rows if r["lam"] == 0)
     lam_rows = sorted((r for r in rows if r["knob"] == "lambda"), key=lambda r: r["lam"])
     sns = [r for r in rows if r["lam"] > 0]
     sens = [r["mean_sensitivity"] for r in lam_rows]
     steady = all(b < a for a, b in zip(sens, sens[1:]))
+    robust_lam = [r["pgd40_acc"] for r in lam_rows]
+    trend = ("rises steadily" if all(b > a for a, b in zip(robust_lam, robust_lam[1:])) else
+             "falls steadily" if all(b < a for a, b in zip(robust_lam, robust_lam[1:])) else "moves without a steady trend")
     best = max(sns, key=lambda r: r["pgd40_acc"])
     p = base["pgd40_acc"]
-    se = max((p * (1 - p) / test_n) ** 0.5, 1 / test_n)  # at p = 0 or 1, one image's worth, not zero
-    gain = best["pgd40_acc"] - p
+    per_seed = {name: [r["pgd40_acc"] for r in runs if r["name"] == name] for name in (best["name"], base["name"])}
+    comparison = compare_over_seeds(per_seed[best["name"]], per_seed[base["name"]], test_n)
     above = sum(r["pgd40_acc"] >= p for r in sns)
     clean = [r["clean_acc"] for r in rows]
     robust = [r["pgd40_acc"] for r in sns]
-    verdict = ("within about two standard errors, so the sweep singles out no clearly better setting"
-               if abs(gain) < 2 * se else "more than two standard errors; worth checking with more training seeds")
+    verdict = {"matched": "within them, so the sweep singles out no clearly better setting",
+               "beat": "above them; the best of several settings is favoured by being picked, so check it "
+                       "with more training seeds",
+               "fell behind": "below them: no SNS setting reached PGD-AT at this budget"}[comparison["verdict"]]
     names = ", ".join(f"`{layer}`" for layer in layers[:-1]) + f" and `{layers[-1]}`" if len(layers) > 1 \
         else f"`{layers[0]}`"
     return (f"The mean (raw) layer sensitivity of {names} falls {'steadily' if steady else 'overall'} with λ, "
             f"from {sens[0]:.3f} at λ = 0 to {sens[-1]:.3f} at λ = {lam_rows[-1]['lam']:g} "
-            f"({sens[0] / sens[-1]:.1f} times lower). Clean accuracy stays within "
+            f"({sens[0] / sens[-1]:.1f} times lower), and the PGD-40 accuracy {trend}, from "
+            f"{100 * robust_lam[0]:.1f} % to {100 * robust_lam[-1]:.1f} %. Clean accuracy stays within "
             f"{100 * min(clean):.1f}-{100 * max(clean):.1f} %. Under PGD-40, {above} of the {len(sns)} SNS settings "
             f"are at or above PGD-AT's {100 * p:.1f} % at this budget; they span {100 * min(robust):.1f}-"
             f"{100 * max(robust):.1f} %. The best, `{best['name']}`, reaches {100 * best['pgd40_acc']:.1f} %, "
-            f"{100 * gain:+.1f} points from PGD-AT: {abs(gain) / se:.1f} standard errors of one accuracy on "
-            f"{test_n} images ({100 * se:.1f} points), {verdict}. Training seeds: {_seeds_text(rows)}.")
+            f"{100 * comparison['difference']:+.1f} points from PGD-AT; two standard errors of that difference "
+            f"(the spread over training seeds and the sampling noise of {test_n} test images) are "
+            f"{100 * comparison['noise']:.1f} points, and it is {verdict}. Training seeds: {_seeds_text(rows)}.")
 
 
 def run(ctx: Context) -> Result:
@@ -152,6 +164,6 @@ def run(ctx: Context) -> Result:
     print(f"  PGD-AT {base['pgd40_acc']:.3f}±{base['pgd40_acc_std']:.3f}; best SNS {best['name']} "
           f"{best['pgd40_acc']:.3f}±{best['pgd40_acc_std']:.3f}")
     test_n = min(r.get("test_n", sweep["budget"]["test_n"]) for r in sweep["runs"])  # fewer on a small test set
-    finding = (knobs_text(rows, test_n, layers) + " Source: "
+    finding = (knobs_text(sweep["runs"], test_n, layers) + " Source: "
                + ("the recorded runs, `data/sweeps/sns_sweep.json`." if ctx.shipped else "rerun here, `sns_sweep.json`."))
     return Result(finding, {"e7_sns_knobs.csv": rows, "e7_sns_knobs.png": fig})
