@@ -136,7 +136,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="run folder (created; resumed if it has last.pt)")
     g = p.add_argument_group("adversary used in training (pgd_at, trades, sns) and in the per-epoch check")
     g.add_argument("--eps", type=float, default=d.eps,
-                   help="Linf budget. Default: 0.3 for MNIST-like data, 8/255 for CIFAR-10")
+                   help="Linf budget. Default: the data set's usual one (nslib.data.DatasetInfo.eps): 0.3 on "
+                        "MNIST, 0.1 on Fashion-MNIST, 8/255 on CIFAR-10")
     g.add_argument("--alpha", type=float, default=d.alpha, help="PGD step. Default: 2.5*eps/steps")
     g.add_argument("--steps", type=int, default=d.steps, help="PGD steps. Default: %(default)s")
     g.add_argument("--eps-warmup-epochs", type=float, default=d.eps_warmup_epochs,
@@ -250,7 +251,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                         "'quick' (our CPU subset: APGD-CE + APGD-T on 3 targets) or 'none'. Default: %(default)s")
     p.add_argument("--eps", type=float, default=None,
                    help="scale the suite to this eps. Default: the eps the models were trained for (their "
-                        "checkpoints' recipe), else 0.3 on 1-channel images and 8/255 on colour ones")
+                        "checkpoints' recipe), else the data set's usual one (0.3 MNIST, 0.1 Fashion-MNIST, 8/255 "
+                        "CIFAR-10)")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts. Default: %(default)s")
     p.add_argument("--device", default=None, help="Default: cuda if available")
@@ -276,9 +278,8 @@ def _load_model(spec: str):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .data import load
+    from .data import dataset_info, load
     from .evaluation import default_suite, format_table, masking_warnings, robustness_table, save_csv
-    from .utils import default_eps
 
     _threads(args)
     device = _device(args.device)
@@ -295,7 +296,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if len(known) > 1:
             raise ValueError(f"the models were trained for different eps ({trained_eps}); choose the one to "
                              "evaluate at with --eps.")
-        eps = next(iter(known.values())) if known else default_eps(x.shape[1])
+        eps = next(iter(known.values())) if known else dataset_info(dataset).eps
     suite = default_suite(eps, autoattack=None if args.autoattack == "none" else args.autoattack)
     if args.attacks:
         unknown = [a for a in args.attacks if a not in suite]
@@ -364,7 +365,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", default="mnist-smallcnn", choices=list(settings.REGISTRY),
                    help="the experimental setting (nslib.settings): the course's shipped MNIST models, or a "
                         "setting trained here from its recipes (needs its data set's files: python -m nslib "
-                        "download cifar10). Default: %(default)s")
+                        "download <data set>). Default: %(default)s")
     p.add_argument("--out", default=None, help="output folder. Default: results (results/<setting> for another "
                                                "setting)")
     p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run only these steps. Default: all")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "DATASETS", "DatasetInfo", "EMBEDDED_DIR", "ImageDataset", "dataset_info",
-    "download_root", "load", "make_loader", "sha256sum",
+    "download_root", "held_out_file", "load", "make_loader", "sha256sum", "write_cifar10_files",
 ]
 
 #: Folder of the files the course ships (``data/`` at the repository root).
@@ -32,7 +32,9 @@ EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data"
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a data set: shape, classes and statistics."""
+    """What a model needs to know about a data set: shape, classes, statistics, and ``eps``, the
+    L-inf budget usually attacked and trained at on it (MNIST 0.3, Madry et al. 2018;
+    Fashion-MNIST 0.1, Wong and Kolter 2018; CIFAR-10 8/255)."""
 
     name: str
     channels: int
@@ -41,24 +43,25 @@ class DatasetInfo:
     std: tuple[float, ...]
     classes: tuple[str, ...]
     source: str
+    eps: float
 
 
 _DIGITS = tuple(str(i) for i in range(10))
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", 1, 28, (0.1307,), (0.3081,), _DIGITS,
-                           "embedded: data/mnist5k.npz (sha256-checked)"),
+                           "embedded: data/mnist5k.npz (sha256-checked)", 0.3),
     "mnist": DatasetInfo("mnist", 1, 28, (0.1307,), (0.3081,), _DIGITS,
-                         "torchvision.datasets.MNIST"),
+                         "torchvision.datasets.MNIST", 0.3),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", 1, 28, (0.2860,), (0.3530,),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        "torchvision.datasets.FashionMNIST"),
+        "torchvision.datasets.FashionMNIST", 0.1),
     "cifar10": DatasetInfo(
         "cifar10", 3, 32, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
         ("airplane", "automobile", "bird", "cat", "deer",
          "dog", "frog", "horse", "ship", "truck"),
-        "torchvision.datasets.CIFAR10"),
+        "torchvision.datasets.CIFAR10", 8 / 255),
 }
 
 #: Embedded files: name -> (file under ``EMBEDDED_DIR``, sha256).
@@ -183,7 +186,7 @@ _TORCHVISION = {
 }
 
 
-def test_images_file(name: str) -> Path:
+def held_out_file(name: str) -> Path:
     """The file a data set's test images are read from: ``data/mnist5k.npz`` for the embedded
     ``mnist5k``, ``<download_root()>/cifar-10-batches-py/test_batch`` for CIFAR-10, and so on."""
     dataset_info(name)

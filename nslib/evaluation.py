@@ -577,7 +577,8 @@ def compare_over_seeds(model: list[float], baseline: list[float], n: int) -> dic
     with ``s`` the standard deviation over seeds (training variance; needs 2 seeds or more,
     else it is unknown and counted as 0, which the result says), ``S`` the number of seeds,
     and the last term the binomial sampling variance of a difference of two accuracies on
-    ``n`` images at the baseline's mean ``p``. The verdict is ``"beat"`` when ``d > 2 SE``,
+    ``n`` images at the baseline's mean ``p`` (``p (1 - p)`` at least ``1 / n``: at ``p`` = 0 or 1,
+    one image's worth, not zero). The verdict is ``"beat"`` when ``d > 2 SE``,
     ``"fell behind"`` when ``d < -2 SE``, else ``"matched"``. With 3 seeds a side, ``2 SE``
     is roughly a 90 % interval (a t distribution with about 4 degrees of freedom).
 
@@ -588,7 +589,8 @@ def compare_over_seeds(model: list[float], baseline: list[float], n: int) -> dic
     if not model or not baseline:
         raise ValueError("compare_over_seeds needs at least one accuracy per side.")
     (mean_a, std_a), (p, std_b) = mean_std(model), mean_std(baseline)
-    se = (std_a ** 2 / len(model) + std_b ** 2 / len(baseline) + (_noise(p, n) / 2) ** 2) ** 0.5
+    sampling = max(_noise(p, n) / 2, 2 ** 0.5 / n)   # p (1 - p) at least 1 / n
+    se = (std_a ** 2 / len(model) + std_b ** 2 / len(baseline) + sampling ** 2) ** 0.5
     difference = mean_a - p
     verdict = "beat" if difference > 2 * se else "fell behind" if difference < -2 * se else "matched"
     return {"mean": (mean_a, p), "std": (std_a, std_b), "difference": difference, "se": se, "noise": 2 * se,

@@ -87,6 +87,11 @@ class Setting:
         if sns is not None and tuple(sns) != self.sns_layers:
             raise ValueError(f"setting {self.name!r}: the SNS recipe constrains {sns}, but sns_layers is "
                              f"{list(self.sns_layers)}; write the layers once, the same in both.")
+        other_eps = {name: r["eps"] for name, r in {**self.recipes, "sweep": self.sweep}.items()
+                     if r.get("eps") is not None and abs(r["eps"] - self.eps) > 1e-12}
+        if other_eps:
+            raise ValueError(f"setting {self.name!r} has eps {self.eps:g}, but {other_eps} train at another; "
+                             "write the same eps in the setting, its recipes and its sweep.")
         object.__setattr__(self, "recipes", MappingProxyType({k: dict(v) for k, v in self.recipes.items()}))
         object.__setattr__(self, "sweep", MappingProxyType(dict(self.sweep)))
 

@@ -318,12 +318,12 @@ def _new_run(net: nn.Module, config: TrainConfig) -> RunState:
 
 
 def _with_attack_defaults(config: TrainConfig, train_set: Dataset, eval_xy) -> TrainConfig:
-    """``config`` with ``eps`` (by the data's channels) and ``alpha`` (``pgd_step(eps, steps)``) filled in."""
+    """``config`` with ``eps`` (the data set's usual one, else by the data's channels) and ``alpha``
+    (``pgd_step(eps, steps)``) filled in."""
     eps = config.eps
     if eps is None:
         info = getattr(train_set, "info", None)
-        channels = info.channels if info is not None else (eval_xy[0].shape[1] if eval_xy else 1)
-        eps = default_eps(channels)
+        eps = info.eps if info is not None else default_eps(eval_xy[0].shape[1] if eval_xy else 1)
     alpha = config.alpha if config.alpha is not None else pgd_step(eps, config.steps)
     return replace(config, eps=eps, alpha=alpha)
 
@@ -412,8 +412,9 @@ class TrainConfig:
         batch_size (int): global batch size (split across processes under ``torchrun``). Default: ``100``.
         schedule (str or callable): ``None``, ``"cosine"``, ``"multistep"`` (x0.1 at 50 % and
             75 %) or ``callable(optimizer) -> scheduler``; stepped per epoch. Default: ``None``.
-        eps (float): Linf budget of ``x'`` and of the robust evaluation. Default: ``None``:
-            ``nslib.utils.default_eps`` of the data (0.3 for 1 channel, 8/255 otherwise).
+        eps (float): Linf budget of ``x'`` and of the robust evaluation. Default: ``None``: the
+            data set's usual one (``nslib.data.DatasetInfo.eps``: MNIST 0.3, Fashion-MNIST 0.1,
+            CIFAR-10 8/255); for data without that, ``nslib.utils.default_eps`` of its channels.
         alpha (float): PGD step size at full eps. Default: ``None``: ``nslib.utils.pgd_step(eps,
             steps)`` (``2.5 * eps / steps``, Madry et al.).
         steps (int): PGD steps when training. Default: ``10``.

@@ -106,10 +106,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def default_eps(channels: int) -> float:
-    """The standard L-inf budget of a data set by its colour channels.
+    """An L-inf budget for images of which only the colour channels are known.
 
-    ``0.3`` for 1-channel images (MNIST, Fashion-MNIST; Madry et al. 2018), ``8/255`` for
-    colour images (CIFAR-10). Shape: ``channels`` is dim 1 of an ``(N, C, H, W)`` batch.
+    ``0.3`` for 1-channel images (MNIST; Madry et al. 2018), ``8/255`` for colour images
+    (CIFAR-10). Shape: ``channels`` is dim 1 of an ``(N, C, H, W)`` batch. When the data set is
+    known, its own budget is ``nslib.data.dataset_info(name).eps`` (Fashion-MNIST: 0.1).
 
     Example:
         >>> default_eps(1), round(default_eps(3), 4)

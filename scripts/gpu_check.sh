@@ -11,6 +11,11 @@ py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
 mkdir -p "$out"
 failed=()
 parts=" ${PARTS:-tests reproduce bench slow_tests} "   # PARTS="bench timing": only those parts
+for name in $parts; do   # a misspelt part would run nothing and pass
+    case $name in tests|reproduce|bench|slow_tests|timing) ;;
+        *) echo "unknown part '$name' in PARTS; choose from: tests reproduce bench slow_tests timing" >&2; exit 2;;
+    esac
+done
 part() {  # part NAME LIMIT COMMAND...: run COMMAND for at most LIMIT seconds, output into $out/NAME.log
     local name=$1 limit=$2; shift 2
     [[ $parts == *" $name "* ]] || return 0
@@ -37,8 +42,8 @@ part bench "${T_BENCH:-240}" bash -c "'$py' bench/attacks.py --device cuda && '$
 #    in a fresh clone and .venv (needs pip's cache or the network).
 part slow_tests "${T_SLOW:-120}" env NSLIB_TEST_DEVICE=cuda "$py" -m pytest tests -m slow -p no:cacheprovider -rs
 # 5. (PARTS=timing) E1-E7 in the CIFAR-10 setting on 50,000 + 10,000 random images of the real size, every
-#    model and sweep run trained for 1 epoch, projected to the setting's epochs (an upper bound; the
-#    accuracies mean nothing). Each step's time is printed as it ends. The whole run at the setting's
+#    model and sweep run trained for 1 epoch, projected to the setting's epochs (the accuracies mean
+#    nothing; the training part is an upper bound, the evaluation on noise a lower one). Each step's time is printed as it ends. The whole run at the setting's
 #    epochs (40 to 90 minutes by docs/gpu.md's estimate): the same command without --epochs.
 part timing "${T_TIMING:-480}" "$py" scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 \
     --epochs 1 --precision bf16

@@ -105,19 +105,19 @@ def test_torchvision_mnist_family_reads_idx_files(tmp_path, name, folder):
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("cifar10", None)])
-def test_the_test_images_file_is_one_torchvision_reads(tmp_path, monkeypatch, name, folder):
+def test_the_held_out_file_is_one_torchvision_reads(tmp_path, monkeypatch, name, folder):
     """reproduce records this file as its steps' input: it must be the data set's test images."""
     monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))
-    assert not data.test_images_file(name).exists()
+    assert not data.held_out_file(name).exists()
     if folder:
         write_mnist_like(tmp_path, folder)
     else:
         write_cifar(tmp_path)
-    path = data.test_images_file(name)
+    path = data.held_out_file(name)
     assert path.is_file() and tmp_path in path.parents and ("t10k-images" in path.name or path.name == "test_batch")
-    assert data.test_images_file("mnist5k") == data.EMBEDDED_DIR / "mnist5k.npz"
+    assert data.held_out_file("mnist5k") == data.EMBEDDED_DIR / "mnist5k.npz"
     with pytest.raises(ValueError, match="unknown data set"):
-        data.test_images_file("cifar100")
+        data.held_out_file("cifar100")
 
 
 def test_data_root_from_environment(tmp_path, monkeypatch):

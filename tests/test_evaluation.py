@@ -353,6 +353,11 @@ def test_compare_over_seeds_verdicts_and_one_seed():
     one = compare_over_seeds([0.93], [0.90], n=1000)
     assert not one["seed_variance_known"] and one["std"] == (0.0, 0.0)
     assert one["noise"] == pytest.approx(2 * (2 * 0.9 * 0.1 / 1000) ** 0.5)
+    # at an accuracy of 0 or 1 the binomial term is one image's worth, not zero: a one-image
+    # difference between two smoke-run models is no verdict
+    for p in (0.0, 1.0):
+        edge = compare_over_seeds([p + (0.001 if p == 0 else -0.001)], [p], n=1000)
+        assert edge["noise"] == pytest.approx(2 * 2 ** 0.5 / 1000) and edge["verdict"] == "matched"
     with pytest.raises(ValueError, match="at least one"):
         compare_over_seeds([], [0.9], n=10)
 

@@ -1,5 +1,6 @@
 """Settings as data (nslib.settings): each setting is consistent with its model, the MNIST one
 is the shipped models' recipes, and `train --setting` trains a setting's recipe as written."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,9 @@ def test_the_mnist_setting_is_the_shipped_models_and_names_are_checked():
     with pytest.raises(ValueError, match="write the layers once"):
         recipes = {r: settings.DEFAULT.recipe(r) for r in settings.RECIPE_NAMES}
         settings.Setting("x", "mnist5k", "smallcnn", 0.3, recipes, ("fc1",), ("fc1",), ("fc1",), "conv1", ("fc1",), "x", {})
+    with pytest.raises(ValueError, match=r"has eps 0.1, but .*'pgd_at': 0.3.* train at another"):
+        dataclasses.replace(settings.DEFAULT, name="fashion", eps=0.1, sweep={**settings.DEFAULT.sweep, "eps": 0.1})
+    assert settings.get("fashion-mnist-smallcnn").recipe("trades")["eps"] == 0.1 == data.dataset_info("fashion-mnist").eps
 
 
 def test_train_with_a_setting_uses_its_recipe_and_explicit_flags_win(tmp_path, monkeypatch):

@@ -70,6 +70,7 @@ def test_sns_knobs_table_and_text_are_computed_from_the_rows():
     # best k1: +3.0 points; one seed a side: 2 SE = 2 sqrt(2 * 0.8 * 0.2 / 500) = 5.1 points
     assert "`k1`, reaches 83.0 %, +3.0 points" in text and "are 5.1 points" in text
     assert "no clearly better setting" in text and "one training seed for each of the 4 settings" in text
+    assert "the sampling noise of 500 test images only: with one seed" in text
     # three seeds a side, k1 at 0.83, 0.84, 0.85 against 0.80, 0.80, 0.80: d = 4.0 points,
     # SE^2 = 0.01^2 / 3 + 0 + 2 * 0.8 * 0.2 / 500 -> 2 SE = 5.2 points: still within the noise
     runs3 = [record(r["name"], r["knob"], r["lam"], r["pgd40_acc"] + (0.01 * seed if r["name"] == "k1" else 0),
@@ -77,6 +78,7 @@ def test_sns_knobs_table_and_text_are_computed_from_the_rows():
     text = knobs_text(runs3, 500)
     assert "`k1`, reaches 84.0 %, +4.0 points" in text and "are 5.2 points" in text
     assert "3 training seeds for each of the 4 settings" in text and "no clearly better setting" in text
+    assert "(the spread over training seeds and the sampling noise of 500 test images)" in text
     rising = [dict(r, pgd40_acc=0.9) if r["name"] == "lam0.1" else r for r in runs]
     assert "the PGD-40 accuracy rises steadily, from 80.0 % to 90.0 %" in knobs_text(rising, 500)
     # on 50,000 images the sampling noise is small and the seed spread decides: 2 SE = 1.3 points

@@ -242,3 +242,18 @@ def test_mixed_precision_trains_on_cuda(small, device, precision):
     log = train(_model(), train_set, "sns", 1, test_data=test_xy, max_batches=2, precision=precision,
                 device=device, **QUICK)
     assert math.isfinite(log[0]["loss"]) and 0 <= log[0]["robust_acc"] <= 1
+
+
+@pytest.mark.parametrize("name, folder, eps", [("mnist5k", None, 0.3), ("fashion-mnist", "FashionMNIST", 0.1)])
+def test_without_eps_training_uses_the_data_sets_usual_budget(name, folder, eps, tmp_path, monkeypatch, device):
+    """Not a guess from the channel count: Fashion-MNIST (1 channel) is attacked at 0.1, not MNIST's 0.3."""
+    from fakedata import write_mnist_like
+
+    if folder:
+        write_mnist_like(tmp_path / "data", folder, n=50)
+        monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path / "data"))
+    settings = {k: v for k, v in QUICK.items() if k != "eps"}
+    train(_model(), load(name, "train", limit=50), "pgd_at", 1, max_batches=1, device=device, out=tmp_path / "run",
+          **{**settings, "eval_n": 0})
+    _, info = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert info["recipe"]["eps"] == pytest.approx(eps) and info["recipe"]["alpha"] == pytest.approx(2.5 * eps)

@@ -50,9 +50,6 @@ def check_success_rate(fn: Callable) -> Checked:
                       f"expected {expected:.4f}, got {got:.4f}")
 
 
-__all__ += ["check_pgd"]
-
-
 def _pgd_models() -> dict[str, nn.Module]:
     """Three fixed tiny models for :func:`check_pgd` (built without touching the caller's RNG).
 

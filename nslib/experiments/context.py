@@ -167,7 +167,7 @@ class Context:
         """The first ``n`` (default :attr:`n`) test images and labels of the setting's data set,
         on the device; the data file is recorded for the step's key."""
         name = self.setting.dataset
-        self.uses(name, data.test_images_file(name))
+        self.uses(name, data.held_out_file(name))
         x, y = data.load(name, "test").tensors(n or self.n)
         return x.to(self.device), y.to(self.device)
 

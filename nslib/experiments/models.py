@@ -164,13 +164,12 @@ def checkpoint_metrics(model, dataset: str, *, eps: float | None = None, n: int 
                        autoattack: str | None = "quick", device=None) -> dict:
     """The headline metrics a checkpoint carries (``nslib.evaluation.headline_metrics``) on the
     first ``n`` test images of ``dataset`` at ``eps`` (the eps the model was trained for; default:
-    the data set's standard one, ``nslib.utils.default_eps``), with a description (``eval``)."""
+    the data set's usual one, ``nslib.data.DatasetInfo.eps``), with a description (``eval``)."""
     from ..evaluation import headline_metrics
-    from ..utils import default_eps
 
     device = torch.device(device) if device is not None else default_device()
     x, y = data.load(dataset, "test").tensors(n)
-    eps = default_eps(x.shape[1]) if eps is None else eps
+    eps = data.dataset_info(dataset).eps if eps is None else eps
     metrics = headline_metrics(model.to(device).eval(), x.to(device), y.to(device), eps=eps, seed=seed,
                                autoattack=autoattack)
     metrics["eval"] = (f"{dataset} test ({len(y)}): FGSM eps {eps:g}; PGD-40 Linf eps {eps:g} step {eps / 30:g} "
@@ -224,7 +223,7 @@ def train_settings(ctx: Context, name: str) -> dict:
 
 def _retrain_seed(ctx: Context, name: str, seed: int) -> None:
     """Train one seed of a model from its recipe (``--full``, or a setting that ships no checkpoints)."""
-    ctx.uses(ctx.setting.dataset, data.test_images_file(ctx.setting.dataset))
+    ctx.uses(ctx.setting.dataset, data.held_out_file(ctx.setting.dataset))
     run_name = seed_name(name, seed)
     retrain(run_name, ctx.out / "runs" / run_name, ctx.out / "models" / f"{run_name}.pt",
             {**train_settings(ctx, name), "seed": seed}, device=ctx.device, progress=ctx.progress, n=ctx.n,

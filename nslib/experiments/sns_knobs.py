@@ -34,7 +34,7 @@ def sweep_file(ctx: Context) -> Path:
     from .. import sweep
 
     setting, epochs = ctx.setting, (ctx.setting.quick_epochs if ctx.quick else None)
-    ctx.uses(setting.dataset, data.test_images_file(setting.dataset))
+    ctx.uses(setting.dataset, data.held_out_file(setting.dataset))
     path = ctx.out / "sns_sweep.json"
     _, _, knobs = sweep.plan(setting)
     runs = [(knob, seed) for knob in knobs for seed in ctx.seed_list]
@@ -133,6 +133,10 @@ def knobs_text(runs: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) 
                "beat": "above them; the best of several settings is favoured by being picked, so check it "
                        "with more training seeds",
                "fell behind": "below them: no SNS setting reached PGD-AT at this budget"}[comparison["verdict"]]
+    noise_sources = (f"the spread over training seeds and the sampling noise of {test_n} test images"
+                     if comparison["seed_variance_known"] else
+                     f"the sampling noise of {test_n} test images only: with one seed, the spread between "
+                     "training runs is not counted")
     names = ", ".join(f"`{layer}`" for layer in layers[:-1]) + f" and `{layers[-1]}`" if len(layers) > 1 \
         else f"`{layers[0]}`"
     return (f"The mean (raw) layer sensitivity of {names} falls {'steadily' if steady else 'overall'} with λ, "
@@ -143,8 +147,8 @@ def knobs_text(runs: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) 
             f"are at or above PGD-AT's {100 * p:.1f} % at this budget; they span {100 * min(robust):.1f}-"
             f"{100 * max(robust):.1f} %. The best, `{best['name']}`, reaches {100 * best['pgd40_acc']:.1f} %, "
             f"{100 * comparison['difference']:+.1f} points from PGD-AT; two standard errors of that difference "
-            f"(the spread over training seeds and the sampling noise of {test_n} test images) are "
-            f"{100 * comparison['noise']:.1f} points, and it is {verdict}. Training seeds: {_seeds_text(rows)}.")
+            f"({noise_sources}) are {100 * comparison['noise']:.1f} points, and it is {verdict}. "
+            f"Training seeds: {_seeds_text(rows)}.")
 
 
 def run(ctx: Context) -> Result:
