@@ -4,7 +4,8 @@ A setting is one small declarative description (:class:`Setting`). ``python -m n
 --setting NAME --recipe R`` trains recipe ``R`` exactly as the setting writes it, and
 ``nslib.experiments.models.SHIPPED_RECIPES`` (the course's four shipped models) is the
 ``mnist-smallcnn`` setting's recipes. Adding a setting is adding an entry to
-:data:`REGISTRY`: ``fashion-mnist-smallcnn`` is the MNIST entry with another data set and eps.
+:data:`REGISTRY`: ``fashion-mnist-smallcnn`` is the MNIST entry with another data set (and so
+that data set's eps, ``nslib.data.DatasetInfo.eps``).
 
 | setting | data | model | eps | recipes |
 |---|---|---|---|---|
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from .data import dataset_info
 from .utils import pgd_step
 
 __all__ = ["Setting", "REGISTRY", "DEFAULT", "get", "RECIPE_NAMES"]
@@ -123,7 +125,7 @@ _SMALLCNN_LAYERS = {"layers": ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2",
                     "feature_layer": "conv4", "distribution_layers": ("conv2", "conv4", "fc1", "fc2")}
 
 
-def _mnist_recipes(eps: float = 0.3) -> dict[str, dict]:
+def _mnist_recipes(eps: float) -> dict[str, dict]:
     """The course's four shipped MNIST models (``docs/experiments.md#reference-pgd-at-recipe``) at ``eps``."""
     common = {"lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 100, "schedule": None,
               "eps": eps, "alpha": pgd_step(eps, 10), "steps": 10, "seed": 0, "precision": "fp32", "compile": False,
@@ -155,10 +157,18 @@ _RESNET_SNS = ["layer3", "layer4"]
 _VGG_SNS = ["relu4_3", "relu5_3"]
 
 
-def _mnist_sweep(eps: float = 0.3) -> dict:
+def _mnist_sweep(eps: float) -> dict:
     """E7's sweep budget on MNIST (``nslib.sweep``): 2,000 training images, 10 epochs, eps ramped over 4."""
     return {"train_n": 2000, "epochs": 10, "eps": eps, "steps": 10, "eps_warmup_epochs": 4,
             "lr": 1e-3, "batch_size": 100, "seed": 0, "test_n": 500}
+
+
+def _smallcnn_setting(name: str, dataset: str, prefix: str, **extra) -> Setting:
+    """The small CNN on an MNIST-family ``dataset``: the MNIST recipes, layers and sweep budget
+    at the data set's usual eps (``nslib.data.DatasetInfo.eps``)."""
+    eps = dataset_info(dataset).eps
+    return Setting(name, dataset, "smallcnn", eps, _mnist_recipes(eps), **_SMALLCNN_LAYERS, prefix=prefix,
+                   sweep=_mnist_sweep(eps), **extra)
 
 
 #: E7's sweep budget on CIFAR-10: 10,000 training images, 10 epochs of the CIFAR-10 recipe.
@@ -168,10 +178,8 @@ _CIFAR10_SWEEP = {"train_n": 10000, "epochs": 10, "eps": 8 / 255, "alpha": 2 / 2
 
 #: Every setting by name.
 REGISTRY: dict[str, Setting] = {s.name: s for s in (
-    Setting("mnist-smallcnn", "mnist5k", "smallcnn", 0.3, _mnist_recipes(), **_SMALLCNN_LAYERS, prefix="mnist",
-            sweep=_mnist_sweep(), shipped=True),
-    Setting("fashion-mnist-smallcnn", "fashion-mnist", "smallcnn", 0.1, _mnist_recipes(0.1), **_SMALLCNN_LAYERS,
-            prefix="fashion_mnist", sweep=_mnist_sweep(0.1)),
+    _smallcnn_setting("mnist-smallcnn", "mnist5k", "mnist", shipped=True),
+    _smallcnn_setting("fashion-mnist-smallcnn", "fashion-mnist", "fashion_mnist"),
     Setting("cifar10-resnet18", "cifar10", "resnet18", 8 / 255, _cifar10_recipes(_RESNET_SNS),
             layers=("conv1", "layer1", "layer2", "layer3", "layer4", "fc"), sns_layers=tuple(_RESNET_SNS),
             ablation_layers=("layer4",), feature_layer="layer2",

@@ -43,8 +43,9 @@ part bench "${T_BENCH:-240}" bash -c "'$py' bench/attacks.py --device cuda && '$
 part slow_tests "${T_SLOW:-120}" env NSLIB_TEST_DEVICE=cuda "$py" -m pytest tests -m slow -p no:cacheprovider -rs
 # 5. (PARTS=timing) E1-E7 in the CIFAR-10 setting on 50,000 + 10,000 random images of the real size, every
 #    model and sweep run trained for 1 epoch, projected to the setting's epochs (the accuracies mean
-#    nothing; the training part is an upper bound, the evaluation on noise a lower one). Each step's time is printed as it ends. The whole run at the setting's
-#    epochs (40 to 90 minutes by docs/gpu.md's estimate): the same command without --epochs.
+#    nothing; the training part is an upper bound, the evaluation on noise a lower one). Each step's
+#    time is printed as it ends. The whole run at the setting's epochs (40 to 90 minutes by
+#    docs/gpu.md's estimate): the same command without --epochs.
 part timing "${T_TIMING:-480}" "$py" scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 \
     --epochs 1 --precision bf16
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]} (logs in $out/)"; exit 1; fi

@@ -120,8 +120,9 @@ def knobs_text(runs: list[dict], test_n: int, layers=("conv3", "conv4", "fc1")) 
     sens = [r["mean_sensitivity"] for r in lam_rows]
     steady = all(b < a for a, b in zip(sens, sens[1:]))
     robust_lam = [r["pgd40_acc"] for r in lam_rows]
-    trend = ("rises steadily" if all(b > a for a, b in zip(robust_lam, robust_lam[1:])) else
-             "falls steadily" if all(b < a for a, b in zip(robust_lam, robust_lam[1:])) else "moves without a steady trend")
+    steps = list(zip(robust_lam, robust_lam[1:]))
+    trend = ("rises steadily" if all(b > a for a, b in steps) else
+             "falls steadily" if all(b < a for a, b in steps) else "moves without a steady trend")
     best = max(sns, key=lambda r: r["pgd40_acc"])
     p = base["pgd40_acc"]
     per_seed = {name: [r["pgd40_acc"] for r in runs if r["name"] == name] for name in (best["name"], base["name"])}
