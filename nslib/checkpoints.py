@@ -4,7 +4,8 @@ A checkpoint is a dict saved with ``torch.save`` and read with
 ``torch.load(..., weights_only=True)``: the model's ``state_dict`` plus ``arch``,
 ``dataset``, ``recipe`` (how it was trained), ``metrics`` and ``format_version``.
 Shipped checkpoints are listed by name with their sha256 in
-``data/checkpoints/manifest.json`` and loaded with :func:`load_pretrained`.
+``checkpoints/manifest.json`` of the shipped files (the repository's ``data/checkpoints``,
+carried in the package; :data:`CHECKPOINT_DIR`) and loaded with :func:`load_pretrained`.
 Taught in ``notebooks/01_attacks.ipynb``.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import IO, Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .data import EMBEDDED_DIR, sha256sum
+from .data import EMBEDDED_DIR, reinstall_hint, sha256sum
 from .models import build
 
 __all__ = [
@@ -112,8 +113,8 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         raise ValueError(
             f"{path} is not a readable checkpoint (truncated, corrupt, or not saved by "
-            f"torch.save): {err!s:.200}. Delete it and train again, or restore the shipped "
-            "file with `git checkout -- data/checkpoints/`."
+            f"torch.save): {err!s:.200}. Delete it and train again; if it is a shipped file, "
+            f"{reinstall_hint()}."
         ) from err
     if not isinstance(payload, dict) or "state_dict" not in payload or "format_version" not in payload:
         raise ValueError(f"{path} is not an nslib checkpoint (no 'state_dict'/'format_version'); "
@@ -167,12 +168,13 @@ def _manifest(directory: Path) -> dict:
 
 
 def pretrained_names(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
-    """Names of the shipped checkpoints (``data/checkpoints/manifest.json``)."""
+    """Names of the shipped checkpoints (their ``manifest.json``)."""
     return sorted(_manifest(Path(directory)))
 
 
-def update_manifest(name: str, path: str | os.PathLike, directory: str | os.PathLike = CHECKPOINT_DIR) -> None:
-    """Record ``name -> (file, sha256)`` for a checkpoint in ``directory``'s manifest."""
+def update_manifest(name: str, path: str | os.PathLike, directory: str | os.PathLike) -> None:
+    """Record ``name -> (file, sha256)`` for a checkpoint in ``directory``'s manifest (the checkout's
+    ``data/checkpoints`` for ``scripts/train_shipped.py``; never the installed package)."""
     directory, path = Path(directory), Path(path)
     manifest = _manifest(directory)
     manifest[name] = {"file": path.name, "sha256": sha256sum(path)}
@@ -188,7 +190,7 @@ def _pretrained_entry(name: str, directory: Path) -> tuple[Path, str]:
 
 
 def pretrained_path(name: str, directory: str | os.PathLike = CHECKPOINT_DIR) -> Path:
-    """Where the shipped checkpoint ``name`` lives (``data/checkpoints/<file>``, from the manifest)."""
+    """Where the shipped checkpoint ``name`` lives (``CHECKPOINT_DIR/<file>``, from the manifest)."""
     return _pretrained_entry(name, Path(directory))[0]
 
 
@@ -201,13 +203,12 @@ def load_pretrained(name: str, *, directory: str | os.PathLike = CHECKPOINT_DIR,
     """
     path, expected = _pretrained_entry(name, Path(directory))
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {name!r} missing at {path}; restore it with "
-                                "`git checkout -- data/checkpoints/` or retrain it (data/checkpoints/README.md).")
+        raise FileNotFoundError(f"checkpoint {name!r} missing at {path} (sha256 {expected}); "
+                                f"{reinstall_hint()}.")
     actual = sha256sum(path)
     if actual != expected:
-        raise ValueError(f"checkpoint {name!r} at {path} is corrupt or was changed (sha256 {actual[:12]}…, "
-                         f"manifest says {expected[:12]}…); restore it with "
-                         "`git checkout -- data/checkpoints/` or retrain it.")
+        raise ValueError(f"checkpoint {name!r} at {path} is corrupt or was changed: sha256 {actual}, "
+                         f"expected {expected}; {reinstall_hint()}.")
     return load_checkpoint(path, map_location=map_location)
 
 

@@ -319,7 +319,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def add_download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", choices=["mnist", "fashion-mnist", "cifar10"],
                    help="data sets to fetch with torchvision (needs internet)")
-    p.add_argument("--root", default=None, help="folder. Default: $NSLIB_DATA_ROOT or data/downloads")
+    p.add_argument("--root", default=None, help="folder. Default: $NSLIB_DATA_ROOT, else ~/.cache/nslib/datasets")
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -397,23 +397,46 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_student_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="folder. Default: student/ beside notebooks/")
+    p.add_argument("--out", default=None, help="folder. Default: student/ (run from the repository's root)")
 
 
 def run_student(args: argparse.Namespace) -> int:
-    from .editions import ROOT, write_student_edition
+    from .editions import STUDENT_DIR, write_student_edition
+    from .launch import repository_url, why_no_links
 
-    for path in write_student_edition(dst=args.out or ROOT / "student"):
+    for path in write_student_edition(dst=args.out or STUDENT_DIR, url=repository_url()):
         print("wrote", path)
+    if why_no_links():
+        print(why_no_links())
     return 0
 
 
 def run_clean_notebooks(args: argparse.Namespace) -> int:
     from .editions import clean_notebooks
+    from .launch import repository_url, why_no_links
 
-    for path in clean_notebooks():
+    for path in clean_notebooks(url=repository_url()):
         print("cleaned", path)
+    _refresh_readme_links(repository_url())
+    if why_no_links():
+        print(why_no_links())
     return 0
+
+
+def _refresh_readme_links(url: str | None) -> None:
+    """The README's launch block (``nslib.launch.readme_block``), for the student edition's lessons."""
+    from pathlib import Path
+
+    from .editions import STUDENT_DIR
+    from .launch import set_readme_block
+
+    readme = Path("README.md")
+    lessons = [f"{STUDENT_DIR.name}/{p.name}" for p in sorted(STUDENT_DIR.glob("[0-9][0-9]_*.ipynb"))]
+    text = readme.read_text(encoding="utf-8")
+    updated = set_readme_block(text, url, lessons)
+    if updated != text:
+        readme.write_text(updated, encoding="utf-8")
+        print("updated the launch links in", readme)
 
 
 #: command -> (help, description epilog, add_arguments, run)

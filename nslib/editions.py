@@ -45,7 +45,8 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "nam
 #: A tqdm progress bar's text (``attacks:  40%|####  | 2/5 [...]``): transient, never stored.
 _PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
 _CHECK_CALL = re.compile(r"^exercises\.(check_\w+)\((.*)\)\s*$")
-ROOT = Path(__file__).resolve().parent.parent
+#: Where the editions live, relative to the repository root (the folder these tools run in).
+INSTRUCTOR_DIR, STUDENT_DIR = Path("notebooks"), Path("student")
 
 
 def strip_solutions(source: str) -> str:
@@ -124,7 +125,8 @@ def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
 
 def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop machine-specific noise in place (execution timestamps, saved widget state, progress
-    bars, which carry a random widget id and timings) and set the installed kernel's :data:`KERNELSPEC`.
+    bars, which carry a random widget id and timings, and widget views that can no longer render)
+    and set the installed kernel's :data:`KERNELSPEC`.
 
     Run after executing a notebook (``python -m nslib clean-notebooks``) so diffs stay small.
     """
@@ -134,7 +136,18 @@ def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if not _is_progress_bar(o)]
+            for output in cell.outputs:
+                _drop_dead_widget_view(output)
     return notebook
+
+
+def _drop_dead_widget_view(output) -> None:
+    """A saved widget view whose state is gone renders empty: where the output also carries a
+    picture (the sensitivity explorer's), keep the picture, so saved notebooks, nbconvert's HTML and
+    the website show it."""
+    data = output.get("data", {})
+    if "application/vnd.jupyter.widget-view+json" in data and "image/png" in data:
+        del data["application/vnd.jupyter.widget-view+json"]
 
 
 def _is_progress_bar(output) -> bool:
@@ -148,16 +161,32 @@ def _stem(path: Path) -> str:
     return path.stem.split("_")[0]
 
 
-def clean_notebooks(src: str | Path = ROOT / "notebooks") -> list[Path]:
-    """:func:`clean_notebook` on every ``src/*.ipynb``, rewriting only those that change."""
+def clean_notebooks(src: str | Path = INSTRUCTOR_DIR, url: str | None = None) -> list[Path]:
+    """:func:`clean_notebook`, :func:`add_grading` and the launch cells (``nslib.launch``, for the
+    repository ``url``) on every ``src/*.ipynb``, rewriting only those that change.
+
+    Run from the repository root (``python -m nslib clean-notebooks``).
+    """
+    from .launch import set_launch_cells
+
     changed = []
-    for path in sorted(Path(src).glob("*.ipynb")):
+    for path in sorted(_checkout_folder(src).glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         before = nbformat.writes(notebook)
-        if nbformat.writes(add_grading(clean_notebook(notebook), _stem(path))) != before:
+        set_launch_cells(add_grading(clean_notebook(notebook), _stem(path)), f"{INSTRUCTOR_DIR.name}/{path.name}", url)
+        if nbformat.writes(notebook) != before:
             nbformat.write(notebook, path)
             changed.append(path)
     return changed
+
+
+def _checkout_folder(folder: str | Path) -> Path:
+    """``folder`` of the course's repository; a clear error when it is not there (not run from the root)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder.resolve()}: run this from the root of a clone of the course's "
+                                "repository (the notebooks are not part of the installed package).")
+    return folder
 
 
 def drop_test_markers(source: str) -> str:
@@ -170,9 +199,13 @@ def drop_test_markers(source: str) -> str:
     return "\n".join(line for line in source.split("\n") if not line.startswith("# NBVAL_"))
 
 
-def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def student_notebook(notebook: nbformat.NotebookNode, path: str | None = None,
+                     url: str | None = None) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out, instructor answers replaced by an
-    answer stub, nbval's marker lines (``# NBVAL_...``) dropped and all outputs cleared."""
+    answer stub, nbval's marker lines (``# NBVAL_...``) dropped and all outputs cleared. With
+    ``path`` (``student/<name>.ipynb``), its launch links point at the student edition of ``url``."""
+    from .launch import set_launch_cells
+
     student = clean_notebook(nbformat.from_dict(notebook))
     for cell in student.cells:
         if cell.cell_type == "markdown" and cell.source.startswith(ANSWER):
@@ -182,16 +215,17 @@ def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.source = drop_test_markers(strip_solutions(cell.source))
         cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
-    return student
+    return set_launch_cells(student, path, url) if path else student
 
 
-def write_student_edition(src: str | Path = ROOT / "notebooks", dst: str | Path = ROOT / "student") -> list[Path]:
-    """Write the student edition of every ``src/*.ipynb`` into ``dst``; returns the files."""
-    src, dst = Path(src), Path(dst)
+def write_student_edition(src: str | Path = INSTRUCTOR_DIR, dst: str | Path = STUDENT_DIR,
+                          url: str | None = None) -> list[Path]:
+    """Write the student edition of every ``src/*.ipynb`` into ``dst`` (launch links for ``url``); returns the files."""
+    src, dst = _checkout_folder(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(src.glob("[0-9][0-9]_*.ipynb")):
-        notebook = student_notebook(nbformat.read(path, as_version=4))
+        notebook = student_notebook(nbformat.read(path, as_version=4), f"{STUDENT_DIR.name}/{path.name}", url)
         target = dst / path.name
         nbformat.write(notebook, target)
         written.append(target)

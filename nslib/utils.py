@@ -88,12 +88,13 @@ def quick_mode() -> bool:
 
 
 def runs_root() -> Path:
-    """Where the notebooks keep their training runs: ``$NSLIB_RUNS``, else ``<checkout>/runs``.
+    """Where the notebooks keep their training runs: ``$NSLIB_RUNS``, else ``runs/`` in the current
+    folder (a notebook's own folder), never inside the installed package.
 
-    Set ``NSLIB_RUNS`` to a writable folder when the checkout is read-only (a shared
-    JupyterHub). Used by notebooks 04 and 05 and by ``experiments.models.load_or_train``.
+    Set ``NSLIB_RUNS`` to keep every notebook's runs in one place you own. Used by notebooks
+    04 and 05 and by ``experiments.models.load_or_train``.
     """
-    return Path(os.environ.get("NSLIB_RUNS") or Path(__file__).resolve().parent.parent / "runs")
+    return Path(os.environ.get("NSLIB_RUNS") or Path.cwd() / "runs").expanduser()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -7,8 +7,12 @@ if given, over a whole data set (``sigma_l^i``). Built with ``ipywidgets``; with
 or without a running Jupyter kernel it degrades to one static figure. A saved notebook
 keeps no live widget: show the first selection with ``static=True`` in one cell (what
 nbval and a static viewer see), and the live explorer in a cell of its own marked
-``# NBVAL_IGNORE_OUTPUT`` (its saved text is one line, :data:`EXPLORER_TEXT`). Taught in
-``notebooks/03_sensitive_neurons_and_ablation.ipynb``.
+``# NBVAL_IGNORE_OUTPUT``. Its saved output carries, beside the widget, the first selection as
+a picture with a one-line note (:data:`EXPLORER_TEXT`), which a saved notebook, nbconvert's HTML
+and the course's website show (``nslib.editions.clean_notebook`` drops the stale widget view).
+In Colab, ``sensitivity_explorer`` switches on Colab's custom widget manager itself. Taught in
+``notebooks/03_sensitive_neurons_and_ablation.ipynb``. Needs ``ipywidgets`` (the ``course``
+extra: ``pip install "nslib-course[course]"``) when a kernel shows it live.
 """
 from __future__ import annotations
 
@@ -27,18 +31,52 @@ from nslib.utils import check_images, check_labels, eval_mode, model_device
 __all__ = ["widgets_available", "sensitivity_explorer", "EXPLORER_TEXT"]
 
 #: What the live explorer shows where widgets cannot render (a saved notebook, a static viewer).
-EXPLORER_TEXT = "[interactive sensitivity explorer: run this cell in Jupyter to use it]"
+EXPLORER_TEXT = "[sensitivity explorer: a picture of its first selection; run this cell in Jupyter to use it]"
 
 
 def widgets_available() -> bool:
-    """``True`` when ``ipywidgets`` imports and a Jupyter kernel is running (a frontend can show them)."""
+    """``True`` when a Jupyter kernel is running (a frontend can show widgets).
+
+    Raises:
+        ImportError: a kernel runs but ``ipywidgets`` is missing; the message names the extra.
+    """
     try:
-        import ipywidgets  # noqa: F401
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    _import_ipywidgets()
+    return True
+
+
+def _import_ipywidgets():
+    try:
+        import ipywidgets
+    except ImportError as error:
+        raise ImportError('the interactive explorer needs ipywidgets: pip install "nslib-course[course]" '
+                          "(or pip install ipywidgets), then restart the kernel; static=True draws a static "
+                          "figure instead.") from error
+    return ipywidgets
+
+
+def _enable_colab_widgets() -> None:
+    """In Google Colab, switch on its custom widget manager (ipywidgets 8 needs it); elsewhere nothing."""
+    try:
+        from google.colab import output  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    output.enable_custom_widget_manager()
+
+
+def _png(fig: Figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 class _Pairs:
@@ -158,12 +196,10 @@ def sensitivity_explorer(model: nn.Module, images: torch.Tensor, labels: torch.T
 
 
 def _build_widgets(render, pairs, sensitivity, n_images, eps_values, names, first, default_neuron):
-    try:
-        import ipywidgets as W
-        from IPython.display import display
-    except ImportError as error:
-        raise ImportError("the interactive explorer needs ipywidgets (pip install ipywidgets); "
-                          "pass static=True for a static figure.") from error
+    W = _import_ipywidgets()
+    from IPython.display import display
+
+    _enable_colab_widgets()
     index, eps, layer, neuron = first
 
     def neuron_options(name: str, i: int, e: float):
@@ -203,10 +239,25 @@ def _build_widgets(render, pairs, sensitivity, n_images, eps_values, names, firs
     layer_w.observe(on_layer, names="value")
     redraw()
 
+    first_png = _png(render(*first))
+
     class Explorer(W.VBox):
-        """The explorer's box; its text form (saved in a notebook, shown without widgets) is one line."""
+        """The explorer's box. Where widgets cannot run (a saved notebook, nbconvert's HTML, the
+        website) it shows the first selection as a picture with a one-line note."""
 
         def __repr__(self) -> str:
             return EXPLORER_TEXT
+
+        def _repr_mimebundle_(self, **kwargs):
+            import base64
+            import html
+
+            bundle = super()._repr_mimebundle_(**kwargs)
+            encoded = base64.b64encode(first_png).decode("ascii")
+            bundle["image/png"] = encoded
+            bundle["text/html"] = (f'<figure><img alt="sensitivity explorer, first selection" '
+                                   f'src="data:image/png;base64,{encoded}"/>'
+                                   f"<figcaption>{html.escape(EXPLORER_TEXT)}</figcaption></figure>")
+            return bundle
 
     return Explorer([W.HBox([image_w, eps_w]), W.HBox([layer_w, neuron_w]), out])

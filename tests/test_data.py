@@ -1,6 +1,7 @@
 """nslib.data: the embedded set, its hash check, the torchvision path (on files we write)."""
 import hashlib
 import shutil
+from pathlib import Path
 import urllib.error
 
 import pytest
@@ -34,15 +35,41 @@ def test_mnist5k_hash_is_checked(tmp_path, monkeypatch):
     with open(bad, "r+b") as fh:
         fh.seek(-10, 2)
         fh.write(b"corrupted!")
-    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
-    with pytest.raises(ValueError, match="corrupt or was changed.*git checkout"):
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)  # an installed package: no checkout around it
+    sha = data.EMBEDDED_FILES["mnist5k"][1]
+    with pytest.raises(ValueError, match=rf"{bad}.*corrupt or was changed.*expected {sha}.*"
+                                         r"pip install --force-reinstall --no-deps nslib-course"):
         data.load("mnist5k", "test")
+    with pytest.raises(ValueError, match="corrupt or was changed"):
+        data.check_shipped()
 
 
 def test_mnist5k_missing_file_says_how_to_restore(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="build_mnist5k.py"):
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'mnist5k.npz'}.*reinstall the course's package"):
         data.load("mnist5k", "train")
+    with pytest.raises(FileNotFoundError, match="reinstall the course's package"):
+        data.check_shipped()
+
+
+def test_shipped_files_are_found_through_the_package_and_checked():
+    """The shipped files sit inside the package (importlib.resources), not beside the source checkout."""
+    from importlib import resources
+
+    assert data.EMBEDDED_DIR == Path(resources.files("nslib") / "_shipped")
+    assert [p.name for p in data.check_shipped()] == ["mnist5k.npz"]
+    if data.EMBEDDED_DIR.is_symlink():  # a checkout: the package links to the repository's data/
+        assert data.EMBEDDED_DIR.resolve() == (Path(__file__).resolve().parents[1] / "data")
+        assert "git checkout -- data/" in data.reinstall_hint()
+
+
+def test_downloads_default_to_a_cache_folder_never_the_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("NSLIB_DATA_ROOT", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.download_root() == tmp_path / "nslib" / "datasets"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data.download_root() == Path.home() / ".cache" / "nslib" / "datasets"
+    assert not data.download_root().is_relative_to(data.EMBEDDED_DIR.parent)
 
 
 def test_unknown_names_list_the_valid_ones():

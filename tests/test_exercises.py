@@ -1,6 +1,7 @@
 """Exercises: the student edition is current; each checker fails the stub, passes the solution.
 
-Each exercise cell runs on its own after the notebook's setup cell (its first code cell),
+Each exercise cell runs on its own after the notebook's setup cell (its first code cell after the
+install cell of ``nslib.launch``),
 because the checkers in ``nslib.exercises`` build their own inputs.
 """
 import contextlib
@@ -10,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nslib import editions
+from nslib import editions, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -27,7 +28,8 @@ def test_strip_solutions_keeps_indentation_and_rejects_unbalanced_markers():
 def test_student_edition_is_current(path):
     student_path = ROOT / "student" / path.name
     assert student_path.exists(), "run `python -m nslib student` to write the student edition"
-    expected = editions.student_notebook(nbformat.read(path, as_version=4))
+    expected = editions.student_notebook(nbformat.read(path, as_version=4), f"student/{path.name}",
+                                         launch.repository_url())
     actual = nbformat.read(student_path, as_version=4)
     assert [c.source for c in actual.cells] == [c.source for c in expected.cells], (
         "student edition is stale: run `python -m nslib student`")
@@ -57,7 +59,7 @@ def test_checkers_fail_the_stub_and_pass_the_solution(path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     indices = editions.exercise_cells(notebook)
     assert len(indices) >= 2, f"{path.name} should have at least two exercises"
-    setup = next(c.source for c in notebook.cells if c.cell_type == "code")
+    setup = next(c.source for c in notebook.cells if c.cell_type == "code" and not launch.is_install_cell(c))
     for i in indices:
         solution = notebook.cells[i].source
         stub = editions.strip_solutions(solution)

@@ -9,11 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The extras environment.yml installs beside the runtime dependencies (every one pyproject.toml has).
+MIRRORED_EXTRAS = {"course", "test", "classroom"}
+
+
 def _pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    assert set(extras) == {"test", "classroom"}, f"a new extra {sorted(extras)}: mirror it in environment.yml"
-    return project["dependencies"], extras["test"] + extras["classroom"]
+    assert set(extras) == MIRRORED_EXTRAS, f"a new extra {sorted(extras)}: mirror it in environment.yml"
+    return project["dependencies"], [req for name in sorted(MIRRORED_EXTRAS) for req in extras[name]]
 
 
 def _environment_pip_requirements():
@@ -39,11 +43,38 @@ def test_environment_yml_mirrors_pyproject():
     assert sorted(map(_normalise, env)) == sorted(map(_normalise, runtime + test))
 
 
-def test_runtime_dependencies_are_the_agreed_ones():
+def _names(requirements):
+    return {re.split(r"[<>=!~ \[;]", r)[0].lower() for r in requirements}
+
+
+def test_runtime_dependencies_are_the_agreed_ones_and_no_notebook_server():
+    """The library installs no notebook server (a Colab or JupyterHub user has one): the `course` extra does."""
     runtime, _ = _pyproject_requirements()
-    names = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in runtime}
-    assert names == {"torch", "torchvision", "numpy", "matplotlib", "seaborn", "tqdm",
-                     "ipywidgets", "jupyterlab", "pyautoattack"}
+    assert _names(runtime) == {"torch", "torchvision", "numpy", "matplotlib", "seaborn", "tqdm", "pyautoattack"}
+    course = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["course"]
+    assert _names(course) == {"jupyterlab", "ipywidgets"}
+
+
+def test_distribution_name_is_ours_and_the_import_name_stays_nslib():
+    """`nslib` on PyPI is an unrelated project; the course installs as nslib-course and imports as nslib."""
+    from nslib import launch
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == launch.DISTRIBUTION == "nslib-course"
+    assert "pip install" in (ROOT / "README.md").read_text() and "nslib-course" in (ROOT / "README.md").read_text()
+
+
+def test_make_installs_the_recorded_versions_and_make_lock_rerecords_them():
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [line for line in makefile.splitlines() if "pip install" in line and ".lock-venv" not in line]
+    assert installs and all("--constraint $(CONSTRAINTS)" in line for line in installs), installs
+    assert "CONSTRAINTS := constraints.txt" in makefile and "\nlock:" in makefile
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", pin) for pin in pins), [p for p in pins if "==" not in p]
+    pinned = _names(pins)
+    runtime, extras = _pyproject_requirements()
+    assert _names(runtime + extras) - pinned == set(), "constraints.txt lacks a dependency: run `make lock`"
+    assert "torchattacks" in pinned and "nslib-course" not in pinned
 
 
 def test_torchattacks_is_installed_without_its_dependencies():

@@ -1,4 +1,5 @@
 """nslib.plotting and nslib.widgets: headless figures with titles, labels and the right parts."""
+import base64
 from collections import OrderedDict
 
 import matplotlib
@@ -303,6 +304,9 @@ def test_explorer_widget_mode_controls():
     assert isinstance(box, ipywidgets.VBox)
     bundle = box._repr_mimebundle_()  # what a saved notebook keeps: one line, no VBox(children=...) repr
     assert bundle["text/plain"] == EXPLORER_TEXT and "application/vnd.jupyter.widget-view+json" in bundle
+    # where widgets cannot run (saved notebook, nbconvert HTML, the website): the first selection as a picture
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert bundle["image/png"] in bundle["text/html"] and "run this cell in Jupyter" in bundle["text/html"]
     c = controls(box)
     assert set(c) == {"image", "eps", "layer", "neuron"}
     assert (c["image"].min, c["image"].max, c["image"].value) == (0, 2, 0)
@@ -315,6 +319,48 @@ def test_explorer_widget_mode_controls():
     c["image"].value = 1
     c["eps"].value = 0.1
     assert not plt.get_fignums()  # every drawn figure was closed after display
+
+
+def test_saved_explorer_keeps_its_picture_not_a_dead_widget_view():
+    """clean_notebook drops a widget view (its state is not saved, so it would render empty) where the
+    output carries a picture; nbconvert's HTML then shows the picture, never an empty view or a repr."""
+    pytest.importorskip("ipywidgets")
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from nslib.editions import clean_notebook
+
+    model, x, y = explorer_inputs()
+    box = sensitivity_explorer(model, x, y, ["conv2"], shift_attack, [0.1], static=False)
+    bundle = box._repr_mimebundle_()
+    cell = nbformat.v4.new_code_cell("sensitivity_explorer(...)", outputs=[
+        nbformat.v4.new_output("display_data", data=bundle)])
+    notebook = clean_notebook(nbformat.v4.new_notebook(cells=[cell]))
+    data = notebook.cells[0].outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" not in data and "image/png" in data
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    assert f"data:image/png;base64,{bundle['image/png']}" in page
+    assert "Explorer(" not in page and "VBox(" not in page
+
+
+def test_explorer_in_a_kernel_without_ipywidgets_names_the_extra(monkeypatch):
+    import builtins
+    import types
+
+    import IPython
+
+    real_import = builtins.__import__
+
+    def no_ipywidgets(name, *args, **kwargs):
+        if name == "ipywidgets":
+            raise ImportError("No module named 'ipywidgets'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ipywidgets)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=object()))
+    model, x, y = explorer_inputs()
+    with pytest.raises(ImportError, match=r'pip install "nslib-course\[course\]".*static=True'):
+        sensitivity_explorer(model, x, y, ["conv2"], shift_attack, [0.1])
 
 
 def test_explorer_widget_mode_without_sensitivity_lists_all_neurons():

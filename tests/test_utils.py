@@ -28,11 +28,14 @@ def test_spearman_rejects_unequal_lengths():
         spearman([1, 2, 3], [1, 2])
 
 
-def test_runs_root_follows_nslib_runs_and_defaults_to_the_checkout(monkeypatch, tmp_path):
+def test_runs_root_follows_nslib_runs_and_defaults_to_the_current_folder(monkeypatch, tmp_path):
+    """Never inside the installed package: a notebook's runs go to runs/ in its own folder."""
     import nslib
     from nslib.utils import runs_root
 
     monkeypatch.setenv("NSLIB_RUNS", str(tmp_path / "mine"))
     assert runs_root() == tmp_path / "mine"
     monkeypatch.delenv("NSLIB_RUNS")
-    assert runs_root() == Path(nslib.__file__).resolve().parent.parent / "runs"
+    monkeypatch.chdir(tmp_path)
+    assert runs_root() == tmp_path / "runs"
+    assert not runs_root().is_relative_to(Path(nslib.__file__).resolve().parent)

@@ -128,8 +128,8 @@ class Context:
         if self.shipped:
             if name not in pretrained_names():
                 raise FileNotFoundError(
-                    f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; restore it with "
-                    "`git checkout -- data/checkpoints/` or train it with scripts/train_shipped.py.")
+                    f"checkpoint {name!r} is not in {CHECKPOINT_DIR}/manifest.json; {data.reinstall_hint()}, "
+                    "or train it with scripts/train_shipped.py.")
             return pretrained_path(name)
         path = self.out / "models" / f"{name}.pt"
         if not path.exists():
