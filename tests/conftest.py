@@ -98,3 +98,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def installed_course(tmp_path_factory):
+    """The built wheel installed in an environment where no checkout path is importable (tests/installed.py);
+    built once per session, shared by the tests that run the course as an installed package."""
+    from installed import InstalledCourse
+
+    return InstalledCourse.build(tmp_path_factory.mktemp("installed"))
