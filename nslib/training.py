@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, TensorDataset
 from .attacks import pgd
 from .checkpoints import save_checkpoint, upgrade_recipe
 from .distributed import barrier, epoch_loader, start_process_group, torchrun_env, train_device, wrap_model
-from .precision import autocast, check_precision, prepare_model
+from .precision import autocast, check_compile, check_precision, compiled, prepare_model
 from .recipes import (RECIPES, check_options, pgd_at_loss, recipe_options, sns_layers, sns_loss, standard_loss,
                       trades_loss)
 from .runstate import RunState, load_last, save_last, write_log
@@ -118,28 +118,30 @@ def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int |
     layers = list(config.eval_layers or config.options.get("layers") or sns_layers(model))  # logged sensitivity
     seed_everything(config.seed)
     model.to(device)
-    forward = wrap_model(prepare_model(model, config.precision), device, world)  # the loss's forward passes
-    if config.compile:
-        forward = torch.compile(forward)
+    prepare_model(model, config.precision)   # channels_last in place under bf16/fp16
     run = _new_run(model, config)
     last = Path(out) / "last.pt" if out is not None else None
     if last is not None and last.exists():
         load_last(last, run, config.to_dict(world))
         if rank == 0:
             print(f"resuming from epoch {run.epoch} ({last})")
-    for epoch in range(run.epoch, config.epochs):
-        loader = epoch_loader(train_set, config.batch_size, seed=config.seed, epoch=epoch, rank=rank, world=world)
-        record = _train_epoch(forward, run, loader, config, epoch, device, show_bar=progress and rank == 0,
-                              last=last)
-        due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs  # and always the last epoch
-        if eval_xy is not None and rank == 0 and due:
-            record.update(_evaluate_forked(run.net, eval_xy, config, device, layers))
-        run.log.append(record)
-        run.epoch = epoch + 1
-        if rank == 0:
-            _report_epoch(record, run, config.to_dict(world), out, progress)
-        for callback in callbacks:
-            callback(epoch + 1, record, run.net)
+    # compiled in place: the attack, the loss's forward passes (through DDP) and the evaluation alike
+    with compiled(model, config.compile, device):
+        forward = wrap_model(model, device, world)
+        for epoch in range(run.epoch, config.epochs):
+            loader = epoch_loader(train_set, config.batch_size, seed=config.seed, epoch=epoch, rank=rank,
+                                  world=world)
+            record = _train_epoch(forward, run, loader, config, epoch, device, show_bar=progress and rank == 0,
+                                  last=last)
+            due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs  # and always the last epoch
+            if eval_xy is not None and rank == 0 and due:
+                record.update(_evaluate_forked(run.net, eval_xy, config, device, layers))
+            run.log.append(record)
+            run.epoch = epoch + 1
+            if rank == 0:
+                _report_epoch(record, run, config.to_dict(world), out, progress)
+            for callback in callbacks:
+                callback(epoch + 1, record, run.net)
     if rank == 0 and out is not None:
         _save_model(Path(out) / "model.pt", run, config, world, test_set)
     barrier(world)
@@ -208,37 +210,83 @@ def _train_epoch(model: nn.Module, run: RunState, loader, config: TrainConfig, e
     ``model`` is what the forward passes go through (``run.net`` or its DDP wrapper).
     The record holds the sample-weighted mean loss and recipe statistics, the learning
     rate the epoch used, the last eps of the ramp and the epoch's time (no evaluation).
+
+    The steps never wait for the device: the loss, the statistics and a non-finite loss's
+    first step are kept on it (:class:`_EpochSums`) and read once, at the end of the epoch
+    (and at most once a second for the progress bar). A non-finite loss then raises
+    ``NonFiniteLossError`` naming the first such step; the weights in memory are spoilt by
+    then, and ``last.pt`` (the previous epoch's) is the last good state.
     """
     n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     bar = _progress_bar(config, epoch, n_batches) if show_bar else None
     model.train()
     started = time.perf_counter()
-    total, seen, sums = 0.0, 0, {}
-    eps_now = config.eps
+    sums = _EpochSums(device)
+    eps_now, shown = config.eps, started
     for step, (x, y) in enumerate(loader):
         if step >= n_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         eps_now = ramp(config.eps, epoch, step, n_batches, config.eps_warmup_epochs)
         loss, stats = _batch_loss(model, run, x, y, config, eps_now, device)
-        if not torch.isfinite(loss):
-            raise _non_finite_error(loss, config, epoch, step, last)
+        sums.add(loss, stats, x.shape[0], step)
         _optimizer_step(run, loss)
-        total += loss.item() * x.shape[0]
-        seen += x.shape[0]
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value * x.shape[0]
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", eps=f"{eps_now:.3f}")
+            if time.perf_counter() - shown >= 1.0 or step + 1 == n_batches:   # reading the loss waits for the GPU
+                shown = time.perf_counter()
+                bar.set_postfix(loss=f"{sums.mean_loss():.4f}", eps=f"{eps_now:.3f}")
     if bar is not None:
         bar.close()
-    record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "lr": run.optimizer.param_groups[0]["lr"],
-              "eps": eps_now, **{k: v / max(seen, 1) for k, v in sums.items()}}
+    bad = sums.first_non_finite()
+    if bad is not None:
+        raise _non_finite_error(bad[1], config, epoch, bad[0], last)
+    means = sums.means()
+    record = {"epoch": epoch + 1, "loss": means.pop("loss"), "lr": run.optimizer.param_groups[0]["lr"],
+              "eps": eps_now, **means}
     if run.scheduler is not None:
         run.scheduler.step()
     record["time_s"] = time.perf_counter() - started
     return record
+
+
+class _EpochSums:
+    """An epoch's sample-weighted sums of the loss and of the recipe's statistics, kept on ``device``
+    (float64), and the first step whose loss was not finite; read with one transfer at the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, stats: dict, n: int, step: int) -> None:
+        """Add one step's ``loss`` and ``stats`` (0-dim tensors or floats), weighted by its ``n`` samples."""
+        loss = loss.detach()
+        first = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.float(), self.bad_loss)
+        for key, value in {"loss": loss, **stats}.items():
+            value = torch.as_tensor(value, device=self.device).detach().double() * n
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.seen += n
+
+    def mean_loss(self) -> float:
+        """The mean loss so far (waits for the device)."""
+        return self.sums["loss"].item() / max(self.seen, 1) if self.sums else float("nan")
+
+    def means(self) -> dict[str, float]:
+        """``{"loss": ..., statistic: ...}``: the sample-weighted means, read in one transfer."""
+        if not self.sums:
+            return {"loss": 0.0}
+        values = torch.stack(list(self.sums.values())).cpu().tolist()
+        return {key: value / max(self.seen, 1) for key, value in zip(self.sums, values)}
+
+    def first_non_finite(self) -> tuple[int, torch.Tensor] | None:
+        """``(step, loss)`` of the first step whose loss was NaN or infinite, or ``None``."""
+        step = int(self.bad_step)
+        return (step, self.bad_loss) if step >= 0 else None
 
 
 def _batch_loss(model: nn.Module, run: RunState, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
@@ -425,8 +473,12 @@ class TrainConfig:
             or ``"fp16"`` (autocast with a gradient scaler); ``nslib.precision``. CUDA only: on
             the CPU it falls back to fp32 with a warning. Default: ``"fp32"``. (Checkpoints
             from before it carry ``amp``: ``True`` reads as ``"fp16"``.)
-        compile (bool): run the forward passes through ``torch.compile`` (CUDA; the first
-            batches compile). Default: ``False``.
+        compile (bool or str): ``torch.compile`` the model for the run, in place
+            (``nslib.precision.compiled``): the attack's passes, the loss's and the evaluation's.
+            ``False``: eager; ``True`` or ``"default"``; ``"reduce-overhead"`` adds CUDA graphs (one
+            launch per captured pass: the fast path at small batches; CUDA only, elsewhere
+            ``"default"`` with a warning); any of ``nslib.precision.COMPILE_MODES``. The first
+            batches compile. Stored as ``False`` or the mode's name. Default: ``False``.
         max_batches (int): stop each epoch after this many batches (quick runs). Default: ``None``.
         eval_every (int): evaluate every this many epochs (and the last). Default: ``1``.
         eval_n (int): test examples of the per-epoch evaluation. Default: ``500``.
@@ -438,7 +490,7 @@ class TrainConfig:
 
     An unknown setting or option raises at once, e.g. ``TrainConfig.from_dict({"recipe":
     "sns", "lamda": 0.1})``: ``ValueError: unknown option 'lamda' for recipe 'sns'; options:
-    lam, layers, k, max_k, topk_every, momentum, ce_on. Did you mean 'lam'? ...``.
+    lam, layers, k, max_k, topk_every, momentum, ce_on, fuse. Did you mean 'lam'? ...``.
 
     Example:
         >>> config = TrainConfig.from_dict({"recipe": "sns", "epochs": 5, "lam": 0.1})
@@ -459,7 +511,7 @@ class TrainConfig:
     eps_warmup_epochs: float = 0
     seed: int = 0
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False
     max_batches: int | None = None
     eval_every: int = 1
     eval_n: int = 500
@@ -472,6 +524,7 @@ class TrainConfig:
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {self.epochs!r}.")
         check_precision(self.precision)
+        object.__setattr__(self, "compile", check_compile(self.compile) or False)   # True: "default"
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'adam' or 'sgd'.")
         if not (self.schedule is None or callable(self.schedule) or self.schedule in ("none", *SCHEDULES)):

@@ -121,7 +121,7 @@ def test_sns_through_a_compiled_forward_captures_each_steps_activations(device):
             torch.manual_seed(step)   # the same PGD random start
             loss, stats = sns_loss(forward, x, y, net=net, eps=0.3, alpha=0.1, steps=2, state={}, lam=1.0)
             grads = torch.autograd.grad(loss, list(net.parameters()))
-            results[name] = loss.item(), stats["penalty"], torch.cat([g.flatten() for g in grads])
+            results[name] = loss.item(), float(stats["penalty"]), torch.cat([g.flatten() for g in grads])
         (loss_e, pen_e, grad_e), (loss_c, pen_c, grad_c) = results["eager"], results["compiled"]
         assert pen_e > 0 and pen_c == pytest.approx(pen_e, rel=1e-4) and loss_c == pytest.approx(loss_e, rel=1e-4)
         assert torch.allclose(grad_c, grad_e, rtol=1e-3, atol=1e-5), step

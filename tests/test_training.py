@@ -76,7 +76,7 @@ def test_sns_loss_matches_hand_computation(monkeypatch, device):
         top = d.mean(0).argsort(descending=True)[:3]
         penalty += d[:, top].sum().item() / x.shape[0]
     ce = F.cross_entropy(model(x_adv), y).item()
-    assert stats["penalty"] == pytest.approx(penalty, rel=1e-5)
+    assert float(stats["penalty"]) == pytest.approx(penalty, rel=1e-5)
     assert loss.item() == pytest.approx(ce + 0.5 * penalty, rel=1e-5)
     # the penalty trains the model: its gradient reaches the constrained layers' weights
     loss.backward()
@@ -89,7 +89,7 @@ def test_sns_penalty_is_zero_without_perturbation_and_ce_on_options(device):
     for ce_on in ("adv", "clean", "both"):
         loss, stats = sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={},
                                ce_on=ce_on)
-        assert stats["penalty"] == 0.0
+        assert float(stats["penalty"]) == 0.0
         assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
     with pytest.raises(ValueError, match="ce_on"):
         sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={}, ce_on="x")
