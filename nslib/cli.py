@@ -363,7 +363,7 @@ is skipped, so an interrupted run can simply be started again.
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     from . import settings
-    from .precision import PRECISIONS
+    from .precision import COMPILE_MODES, PRECISIONS
     from .reproduce import STEPS
 
     mode = p.add_mutually_exclusive_group()
@@ -393,16 +393,19 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="the precision models and the E7 sweep are trained in (bf16: the fast GPU path; CUDA "
                         "only); the measurements stay fp32. Default: %(default)s")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   help="torch.compile the training of the models and the E7 sweep (as train --compile; MODE one "
+                        f"of {', '.join(COMPILE_MODES)}; reduce-overhead: CUDA graphs, CUDA only). Default: off")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    _check_precision_device(args.precision, args.device)
+    _check_precision_device(args.precision, args.device, args.compile)
     out = args.out or ("results" if args.setting == "mnist-smallcnn" else f"results/{args.setting}")
     reproduce(out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
               progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack,
-              setting=args.setting, precision=args.precision)
+              setting=args.setting, precision=args.precision, compile=args.compile)
     return 0
 
 
