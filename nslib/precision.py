@@ -142,6 +142,12 @@ def compiled(model: nn.Module, compile: bool | str | None, device: torch.device 
     an attack given ``model`` runs the compiled code. ``device`` (default: the parameters')
     decides whether a CUDA-graph mode can be used (:func:`compile_mode`).
 
+    Inside the block, ``torch._dynamo`` guards on the modules' hooks (by default it assumes
+    none are added after compiling, and a graph traced without SNS's capture hooks would be
+    reused by a pass that has them, which then never fire: ``tests/test_compile.py``), and
+    may keep more graphs per function (the attack, training with and without hooks, the
+    evaluation, each batch size), so that none falls back to eager.
+
     Example:
         >>> net = torch.nn.Linear(3, 2)
         >>> with compiled(net, False) as same:
@@ -152,10 +158,15 @@ def compiled(model: nn.Module, compile: bool | str | None, device: torch.device 
     if mode is None:
         yield model
         return
+    import torch._dynamo
+
     previous = model._compiled_call_impl
     model.compile(mode=compile_mode(mode, device if device is not None else model_device(model)))
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
     try:
-        yield model
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False,
+                                        **{limit: max(64, getattr(torch._dynamo.config, limit))}):
+            yield model
     finally:
         model._compiled_call_impl = previous
 

@@ -133,3 +133,35 @@ def test_compiled_training_logs_what_eager_training_logs(recipe, device):
     for mode in _modes(device):
         for key in ("loss", "ce", "penalty") if recipe == "sns" else ("loss",):
             assert logs[mode][key] == pytest.approx(logs[False][key], rel=1e-2), (mode, key)
+
+
+def test_hooks_registered_after_compiling_still_fire(device):
+    """torch._dynamo by default does not guard on hooks: a pass with SNS's capture hooks (or the
+    evaluation's) would reuse a graph traced without them, and the hooks would never fire. Inside
+    ``compiled`` it guards on them: SNS after PGD-AT in one process (reproduce trains both), and the
+    per-epoch evaluation (a clean pass, then the sensitivity's hooked pass), give eager's numbers."""
+    import torch._dynamo
+
+    from nslib.recipes import pgd_at_loss, sns_loss
+    from nslib.training import evaluate_epoch
+
+    torch._dynamo.reset()
+    x, y = (t.to(device) for t in data.load("mnist5k", "test").tensors(16))
+    first, second = build("smallcnn").to(device).train(), build("smallcnn").to(device).train()
+    with compiled(first, "default"):
+        pgd_at_loss(first, x, y, net=first, eps=0.3, alpha=0.1, steps=1)[0].backward()
+    penalties = []
+    for mode in ("default", False):
+        with compiled(second, mode):
+            torch.manual_seed(0)
+            _, stats = sns_loss(second, x, y, net=second, eps=0.3, alpha=0.1, steps=1, state={})
+            penalties.append(float(stats["penalty"]))
+    assert penalties[0] > 0 and penalties[0] == pytest.approx(penalties[1], rel=1e-3)
+    records = []
+    for mode in ("default", False):
+        with compiled(second.eval(), mode):
+            torch.manual_seed(0)
+            records.append(evaluate_epoch(second, x, y, eps=0.3, steps=2, layers=["conv3", "fc1"]))
+    assert records[0]["clean_acc"] == records[1]["clean_acc"]
+    for layer in ("conv3", "fc1"):
+        assert records[0]["sensitivity"][layer] == pytest.approx(records[1]["sensitivity"][layer], rel=1e-2), layer
