@@ -7,13 +7,19 @@ and of the whole run. **The images are noise: every accuracy in the output means
 only the timing counts.** With the real files, run ``python -m nslib reproduce`` itself.
 
     python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 --precision bf16
-    python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 --epochs 2  # projected
+    python scripts/time_cifar10_reproduce.py --setting cifar10-resnet18 --full --seeds 1 --epochs 1 \
+        --precision bf16 --compile reduce-overhead                                # projected, by parts
     python scripts/time_cifar10_reproduce.py --setting cifar10-vgg16 --quick      # a smoke run, minutes
+    python scripts/time_cifar10_reproduce.py --full --seeds 1 --epochs 1 --images 8 --device cpu \
+        --precision fp32                                                          # the script end to end, CPU
 
 ``--epochs E`` trains every model and every E7 sweep run for E epochs instead of the setting's
-(30 and 10) and projects the full run: the two training steps scaled by epochs / E, the other
-steps as measured. The training steps also evaluate, and that part does not grow with the
-epochs, so their projection is an upper bound. The evaluation on noise is a lower bound:
+(30 and 10) and projects the full run: the time the two training steps spent in ``train()``
+(each checkpoint's and each sweep record's ``train_seconds``, the per-epoch check included)
+scaled by epochs / E, everything else (the final evaluation of each model and sweep run, the
+other steps) as measured, at its real size. Each step's time, and with ``--epochs`` its
+projection and the projected total so far, is printed as the step ends, so a run cut short by
+a time limit still reports the parts it finished. The evaluation on noise is a lower bound:
 models score about chance on it, and the attacks (AutoAttack above all) skip the images a
 model already gets wrong, which on real data are far fewer.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -28,6 +35,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def training_seconds(out: Path, step: str) -> float:
+    """The seconds step ``step`` of a run into ``out`` spent in ``train()`` (its part that grows with
+    the epochs): the models' checkpoints' and the E7 sweep records' ``train_seconds``; 0 for another step."""
+    from nslib.checkpoints import read_checkpoint
+
+    if step == "models":
+        return sum(read_checkpoint(path)["metrics"].get("train_seconds", 0) for path in (out / "models").glob("*.pt"))
+    sweep = out / "sns_sweep.json"
+    if step == "sns_knobs" and sweep.exists():
+        return sum(run.get("train_seconds", 0) for run in json.loads(sweep.read_text())["runs"])
+    return 0.0
 
 
 def main(argv=None) -> int:
@@ -38,6 +58,8 @@ def main(argv=None) -> int:
     mode.add_argument("--full", dest="quick", action="store_false")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--precision", default="bf16")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   help="reproduce --compile: torch.compile the training (reduce-overhead: CUDA graphs). Default: off")
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=10000, help="images per batch file (10000: the real size)")
     p.add_argument("--out", default=None, help="results folder. Default: a scratch folder")
@@ -64,34 +86,39 @@ def main(argv=None) -> int:
     write_cifar10_files(scratch / "data", n=args.images)
     cifar.check_integrity = lambda path, md5=None: Path(path).is_file()   # random files: no md5 to match
     os.environ["NSLIB_DATA_ROOT"] = str(scratch / "data")
-    steps = {}
+    steps, projected = {}, {}
     run_step = rp.run_step
 
     def timed(ctx, name, code):
         start = time.perf_counter()
         result = run_step(ctx, name, code)
         steps[name] = time.perf_counter() - start
-        print(f"timed: {name} {steps[name] / 60:.1f} min", flush=True)   # kept if a time limit cuts the run
+        line = f"timed: {name} {steps[name] / 60:.1f} min"
+        if args.epochs is not None:   # train() time scaled to the setting's epochs, the rest as measured
+            trained = min(training_seconds(ctx.out, name), steps[name])
+            projected[name] = steps[name] + trained * (full_epochs.get(name, args.epochs) / args.epochs - 1)
+            line += (f" ({trained / 60:.1f} in train()); projected to the setting's epochs {projected[name] / 60:.1f} "
+                     f"min, the run so far {sum(projected.values()) / 60:.1f} min")
+        print(line, flush=True)   # kept if a time limit cuts the run
         return result
 
     rp.run_step = timed
     start = time.perf_counter()
     rp.reproduce(args.out or scratch / "results", quick=args.quick, seeds=args.seeds, setting=args.setting,
-                 precision=args.precision, device=args.device, progress=False, force=True)  # every step timed
+                 precision=args.precision, compile=args.compile, device=args.device, progress=False,
+                 force=True)  # every step timed
     total = time.perf_counter() - start
     print(f"\n{args.setting}, {'quick' if args.quick else 'full'}, seeds {args.seeds}, precision {args.precision}, "
+          f"compile {args.compile or 'off'}, "
           f"{5 * args.images} + {args.images} random images (the accuracies mean nothing; only the timing counts)")
     for name, seconds in steps.items():
         print(f"  {name:28s} {seconds / 60:7.1f} min")
     print(f"  {'total':28s} {total / 60:7.1f} min")
     if args.epochs is not None:
-        projected = {name: seconds * (full_epochs[name] / args.epochs if name in full_epochs else 1)
-                     for name, seconds in steps.items()}
         print(f"projected with the setting's epochs ({full_epochs['models']} per model, {full_epochs['sns_knobs']} "
-              f"per sweep run; measured with {args.epochs}; training an upper bound, evaluation on noise a lower "
-              "one):")
-        for name in full_epochs:
-            print(f"  {name:28s} {projected.get(name, 0) / 60:7.1f} min")
+              f"per sweep run; measured with {args.epochs}; the evaluation on noise a lower bound):")
+        for name in projected:
+            print(f"  {name:28s} {projected[name] / 60:7.1f} min")
         print(f"  {'total':28s} {sum(projected.values()) / 60:7.1f} min")
     return 0
 
