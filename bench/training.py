@@ -19,7 +19,9 @@ row is printed as soon as it is measured: ms per step (median over the repeats),
 ``--compile`` alone is mode ``default``; several modes give a block each; without it, eager.
 The images are random (the timing does not depend on them). ``torch._dynamo``'s count of CUDA
 graphs that were skipped (``cudagraph skips``) is printed with a CUDA-graph mode: not 0 means a
-pass fell back to launching its kernels one by one.
+pass fell back to launching its kernels one by one. The targets and what is measured so far:
+``docs/gpu.md#what-is-measured-and-what-is-estimated``; the GPU run that measures them:
+``docs/gpu.md#the-command-still-to-run``.
 """
 from __future__ import annotations
 
