@@ -17,13 +17,13 @@ cd "$(dirname "$0")/.."
 out=${1:-gpu-check}
 py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}  # needs torch with CUDA
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # nslib from here, in subprocesses too
-mkdir -p "$out"
 failed=()
 all="bench_attacks bench_training parity timing tests reproduce slow_tests"
 parts=" ${PARTS:-bench_attacks bench_training parity timing tests} "   # the last two of $all: on request
 for name in $parts; do   # a misspelt part would run nothing and pass
     [[ " $all " == *" $name "* ]] || { echo "unknown part '$name' in PARTS; choose from: $all" >&2; exit 2; }
 done
+mkdir -p "$out"
 part() {  # part NAME LIMIT COMMAND...: run COMMAND for at most LIMIT seconds, output into $out/NAME.log
     local name=$1 limit=$2; shift 2
     [[ $parts == *" $name "* ]] || return 0

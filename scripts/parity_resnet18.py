@@ -94,6 +94,14 @@ def robust_accuracy(model, x, y, precision: str, steps: int, seed: int) -> float
     return accuracy(model, adv, y)
 
 
+def verdict(clean: float, acc: dict[str, float]) -> tuple[bool, list[str]]:
+    """``(passed, reasons it failed)`` for a clean accuracy and ``{"fp32": ..., "bf16": ...}`` robust ones."""
+    points = 100 * (acc["bf16"] - acc["fp32"])
+    why = [] if clean >= MIN_CLEAN else [f"the model did not learn (clean {100 * clean:.1f} % < {100 * MIN_CLEAN:.0f} %)"]
+    why += [] if abs(points) <= TARGET_POINTS + 1e-9 else [f"bf16 is {points:+.1f} points from fp32"]
+    return not why, why
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nslib.evaluation import accuracy
@@ -109,14 +117,11 @@ def main(argv=None) -> int:
     print(f"clean {100 * clean:.1f} % (chance 10 %); PGD-{args.pgd_steps} at 8/255 on the same {len(y)} images: "
           f"fp32 {100 * acc['fp32']:.1f} %, bf16 {100 * acc['bf16']:.1f} %, bf16 - fp32 {points:+.1f} points "
           f"(target: within {TARGET_POINTS})")
-    learnt, close = clean >= MIN_CLEAN, abs(points) <= TARGET_POINTS + 1e-9
-    verdict = "PASS" if learnt and close else "FAIL"
-    why = [] if learnt else [f"the model did not learn (clean {100 * clean:.1f} % < {100 * MIN_CLEAN:.0f} %)"]
-    why += [] if close else [f"bf16 is {points:+.1f} points from fp32"]
-    print(f"{verdict}: bf16 parity on a trained ResNet-18" + (f" ({'; '.join(why)})" if why else "")
+    passed, why = verdict(clean, acc)
+    print(f"{'PASS' if passed else 'FAIL'}: bf16 parity on a trained ResNet-18" + (f" ({'; '.join(why)})" if why else "")
           + (" [--tiny: a smoke run, the verdict means nothing]" if args.tiny else "")
           + f"; {time.perf_counter() - started:.0f} s in all")
-    return 0 if verdict == "PASS" or args.tiny else 1
+    return 0 if passed or args.tiny else 1
 
 
 if __name__ == "__main__":
