@@ -39,7 +39,8 @@ from .utils import seed_everything
 
 __version__ = "0.1.0"
 
-_LAZY = ("ablation", "recipes", "fusion", "trainconfig", "training", "runstate", "distributed", "evaluation", "plotting", "widgets",
+_LAZY = ("ablation", "recipes", "fusion", "trainconfig", "training", "runstate", "distributed", "evaluation",
+         "plotting", "widgets",
          "experiments", "reproduce", "editions", "exercises", "cli")
 
 __all__ = [

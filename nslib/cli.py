@@ -152,8 +152,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "(autocast + loss scaling); CUDA only. Default: %(default)s")
     g.add_argument("--compile", nargs="?", const="default", default=d.compile, metavar="MODE",
                    help="torch.compile the model for the run (the attack, the loss, the evaluation; the first "
-                        f"batches compile): --compile alone is mode 'default'; MODE is one of {', '.join(COMPILE_MODES)} "
-                        "(reduce-overhead adds CUDA graphs: the fast path at small batches; CUDA only). Default: off")
+                        "batches compile): --compile alone is mode 'default'; MODE is one of "
+                        f"{', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs: the fast path at small "
+                        "batches; CUDA only). Default: off")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (also $NSLIB_THREADS). Default: torch's choice")
     g.add_argument("--eval-n", type=int, default=d.eval_n,

@@ -76,3 +76,50 @@ def test_the_gpu_check_refuses_an_unknown_part_and_fits_in_eight_minutes(tmp_pat
     limits = {name: int(limit) for name, limit in re.findall(r"^part (\w+) \"\$\{T_\w+:-(\d+)\}\"", text, re.M)}
     assert set(default) <= set(limits) and sum(limits[name] for name in default) <= 480, limits
     assert default[-1] == "tests" and {"parity", "timing", "bench_attacks", "bench_training"} <= set(default)
+
+
+def test_the_timing_script_prints_each_steps_projection_as_it_ends(tmp_path, monkeypatch, capsys):
+    """The run stubbed (three steps on a fake clock: the models 60 s, 30 of them in train(); the sweep
+    20 s, 10 in train(); E5 40 s): with --epochs 1 the setting's 30 and 10 epochs project 60 + 30 x 29 s,
+    20 + 10 x 9 s and 40 s, printed step by step (kept if a time limit cuts the run), then the total."""
+    import types
+
+    import torchvision.datasets.cifar as cifar
+
+    from nslib import reproduce as rp
+    from nslib import settings
+    from nslib.checkpoints import save_checkpoint
+    from nslib.models import build
+
+    timing = _script("time_cifar10_reproduce")
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setitem(settings.REGISTRY, "cifar10-resnet18", settings.REGISTRY["cifar10-resnet18"])  # restored
+    monkeypatch.setattr(cifar, "check_integrity", cifar.check_integrity)                             # restored
+    monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))                                              # restored
+
+    def step(ctx, name, code):   # what each stubbed step leaves behind, and how long it "takes"
+        if name == "models":
+            (ctx.out / "models").mkdir(parents=True)
+            save_checkpoint(ctx.out / "models" / "m.pt", build("smallcnn"), recipe={}, metrics={"train_seconds": 30})
+        if name == "sns_knobs":
+            (ctx.out / "sns_sweep.json").write_text(json.dumps({"runs": [{"train_seconds": 10}]}))
+        clock.now += {"models": 60, "sns_knobs": 20, "e5_robustness": 40}[name]
+
+    def reproduce(out, **kwargs):
+        assert kwargs["compile"] == "reduce-overhead" and kwargs["precision"] == "bf16"
+        assert settings.get("cifar10-resnet18").recipe("sns")["epochs"] == 1   # every run shortened
+        for name in ("models", "sns_knobs", "e5_robustness"):
+            rp.run_step(types.SimpleNamespace(out=Path(out)), name, "code")
+
+    monkeypatch.setattr(rp, "run_step", step)
+    monkeypatch.setattr(rp, "reproduce", reproduce)
+    assert timing.main(["--full", "--seeds", "1", "--epochs", "1", "--images", "2", "--compile", "reduce-overhead",
+                        "--out", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    projected = "projected to the setting's epochs"
+    assert f"timed: models 1.0 min (0.5 in train()); {projected} 15.5 min, the run so far 15.5 min" in out
+    assert f"timed: sns_knobs 0.3 min (0.2 in train()); {projected} 1.8 min, the run so far 17.3 min" in out
+    assert f"timed: e5_robustness 0.7 min (0.0 in train()); {projected} 0.7 min, the run so far 18.0 min" in out
+    assert re.search(r"projected with the setting's epochs \(30 per model, 10 per sweep run; measured with 1;", out)
+    assert re.search(r"^  total\s+18\.0 min$", out, re.M)
