@@ -40,8 +40,7 @@ from .utils import seed_everything
 __version__ = "0.1.0"
 
 _LAZY = ("ablation", "recipes", "fusion", "trainconfig", "training", "runstate", "distributed", "evaluation",
-         "plotting", "widgets",
-         "experiments", "reproduce", "editions", "exercises", "cli")
+         "plotting", "widgets", "experiments", "reproduce", "editions", "exercises", "cli")
 
 __all__ = [
     "attacks", "checkpoints", "data", "hooks", "models", "sensitivity", "utils", *_LAZY,
