@@ -40,7 +40,7 @@ import torchattacks  # noqa: E402
 import nslib.attacks as A  # noqa: E402
 from nslib import data, models  # noqa: E402
 from nslib.evaluation import accuracy  # noqa: E402
-from nslib.precision import COMPILE_MODES, prepare_model  # noqa: E402
+from nslib.precision import COMPILE_MODES, CUDA_GRAPH_MODES, prepare_model  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -150,6 +150,10 @@ def main(argv=None) -> int:
           f"{'ours img-steps/s':>18}{'max |diff|':>12}{'acc diff':>10}", flush=True)
     for batch_size in args.batch_size:
         block(model, x, y, pairs, batch_size, args)
+    if set(args.compile or []) & set(CUDA_GRAPH_MODES):   # not 0: a pass fell back to one launch per kernel
+        import torch._dynamo
+
+        print(f"cudagraph skips: {dict(torch._dynamo.utils.counters['inductor']).get('cudagraph_skips', 0)}")
     return 0
 
 
