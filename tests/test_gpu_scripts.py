@@ -2,7 +2,7 @@
 the parity script end to end and its verdict, the timing script's projection, the check's parts and
 their time limits. The numbers they measure on a GPU are not tested here (docs/gpu.md)."""
 import importlib.util
-import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nslib import data
+from nslib.models import build
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,21 +52,6 @@ def test_the_parity_script_runs_end_to_end_at_tiny_size(capsys, device):
     assert re.search(r"^(PASS|FAIL): bf16 parity on a trained ResNet-18.*--tiny: a smoke run", out, re.M), out
 
 
-def test_the_timing_script_scales_only_what_train_spent(tmp_path):
-    from nslib.checkpoints import save_checkpoint
-    from nslib.models import build
-
-    timing = _script("time_cifar10_reproduce")
-    (tmp_path / "models").mkdir()
-    for name, seconds in (("a", 12), ("b", 30)):
-        save_checkpoint(tmp_path / "models" / f"{name}.pt", build("smallcnn"), recipe={"recipe": "standard"},
-                        metrics={"train_seconds": seconds})
-    (tmp_path / "sns_sweep.json").write_text(json.dumps({"runs": [{"train_seconds": 3}, {"train_seconds": 4}]}))
-    assert timing.training_seconds(tmp_path, "models") == 42
-    assert timing.training_seconds(tmp_path, "sns_knobs") == 7
-    assert timing.training_seconds(tmp_path, "e5_robustness") == 0
-
-
 def test_the_gpu_check_refuses_an_unknown_part_and_fits_in_eight_minutes(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "logs")],
                             env={"PARTS": "bench tests", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
@@ -75,51 +61,74 @@ def test_the_gpu_check_refuses_an_unknown_part_and_fits_in_eight_minutes(tmp_pat
     default = re.search(r'parts=" \$\{PARTS:-([a-z_ ]+)\} "', text).group(1).split()
     limits = {name: int(limit) for name, limit in re.findall(r"^part (\w+) \"\$\{T_\w+:-(\d+)\}\"", text, re.M)}
     assert set(default) <= set(limits) and sum(limits[name] for name in default) <= 480, limits
-    assert default[-1] == "tests" and {"parity", "timing", "bench_attacks", "bench_training"} <= set(default)
+    assert default[-1] == "timing" and {"parity", "tests", "bench_attacks", "bench_training"} <= set(default)
 
 
-def test_the_timing_script_prints_each_steps_projection_as_it_ends(tmp_path, monkeypatch, capsys):
-    """The run stubbed (three steps on a fake clock: the models 60 s, 30 of them in train(); the sweep
-    20 s, 10 in train(); E5 40 s): with --epochs 1 the setting's 30 and 10 epochs project 60 + 30 x 29 s,
-    20 + 10 x 9 s and 40 s, printed step by step (kept if a time limit cuts the run), then the total."""
+def test_the_timing_script_times_each_part_and_resumes_a_cut_run(tmp_path, monkeypatch, capsys):
+    """reproduce stubbed on a fake clock: the models step (5 s of its own, two models of 60 s, 30 of them in
+    train()), one sweep run (20 s, 10 in train()) and E5 (40 s). The first call is cut in the second model;
+    the second call (--resume) does not run the first model again. With --epochs 1 the setting's 30 and 10
+    epochs project each model to 60 + 30 x 29 s, the sweep run to 20 + 10 x 9 s, and the run to 33.6 min."""
     import types
 
     import torchvision.datasets.cifar as cifar
 
     from nslib import reproduce as rp
-    from nslib import settings
+    from nslib import settings, sweep
     from nslib.checkpoints import save_checkpoint
-    from nslib.models import build
+    from nslib.experiments import models
 
     timing = _script("time_cifar10_reproduce")
-    clock = types.SimpleNamespace(now=0.0)
+    clock = types.SimpleNamespace(now=0.0, cut=True, trained=[])
     monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
-    monkeypatch.setitem(settings.REGISTRY, "cifar10-resnet18", settings.REGISTRY["cifar10-resnet18"])  # restored
-    monkeypatch.setattr(cifar, "check_integrity", cifar.check_integrity)                             # restored
-    monkeypatch.setenv("NSLIB_DATA_ROOT", str(tmp_path))                                              # restored
+    before = settings.REGISTRY["cifar10-resnet18"], cifar.check_integrity, os.environ.get("NSLIB_DATA_ROOT")
 
-    def step(ctx, name, code):   # what each stubbed step leaves behind, and how long it "takes"
+    def retrain(name, run_dir, checkpoint, settings_, **kwargs):
+        clock.trained.append(name)
+        if name == "second" and clock.cut:
+            raise RuntimeError("cut by the time limit")
+        clock.now += 60
+        save_checkpoint(checkpoint, build("smallcnn"), recipe={}, metrics={"train_seconds": 30})
+        return Path(checkpoint)
+
+    def run_setting(name, knob, change, runs_dir, *, seed=0, **kwargs):
+        clock.now += 20
+        return {"name": name, "train_seconds": 10}
+
+    def step(ctx, name, code):
         if name == "models":
-            (ctx.out / "models").mkdir(parents=True)
-            save_checkpoint(ctx.out / "models" / "m.pt", build("smallcnn"), recipe={}, metrics={"train_seconds": 30})
-        if name == "sns_knobs":
-            (ctx.out / "sns_sweep.json").write_text(json.dumps({"runs": [{"train_seconds": 10}]}))
-        clock.now += {"models": 60, "sns_knobs": 20, "e5_robustness": 40}[name]
+            clock.now += 5
+            for model in ("first", "second"):
+                models.retrain(model, ctx.out / "runs" / model, ctx.out / f"{model}.pt", {})
+        elif name == "sns_knobs":
+            sweep.run_setting("lam_0.1", "lam", {}, ctx.out / "runs" / "sweep", seed=0)
+        else:
+            clock.now += 40
 
     def reproduce(out, **kwargs):
-        assert kwargs["compile"] == "reduce-overhead" and kwargs["precision"] == "bf16"
-        assert settings.get("cifar10-resnet18").recipe("sns")["epochs"] == 1   # every run shortened
+        assert kwargs["compile"] == "reduce-overhead" and kwargs["force"] is False   # --resume
+        assert settings.get("cifar10-resnet18").recipe("sns")["epochs"] == 1          # every run shortened
+        Path(out).mkdir(parents=True, exist_ok=True)
         for name in ("models", "sns_knobs", "e5_robustness"):
             rp.run_step(types.SimpleNamespace(out=Path(out)), name, "code")
 
+    for name, stub in (("retrain", retrain), ("run_setting", run_setting)):
+        monkeypatch.setattr(models if name == "retrain" else sweep, name, stub)
     monkeypatch.setattr(rp, "run_step", step)
     monkeypatch.setattr(rp, "reproduce", reproduce)
-    assert timing.main(["--full", "--seeds", "1", "--epochs", "1", "--images", "2", "--compile", "reduce-overhead",
-                        "--out", str(tmp_path / "results")]) == 0
+    argv = ["--full", "--epochs", "1", "--images", "2", "--compile", "reduce-overhead", "--out", str(tmp_path / "t"),
+            "--resume"]
+    with pytest.raises(RuntimeError, match="cut by the time limit"):
+        timing.main(argv)
+    assert "timed: models:first 1.0 min (0.5 in train()); projected 15.5 min" in capsys.readouterr().out
+    clock.cut, clock.trained = False, []
+    assert timing.main(argv) == 0
     out = capsys.readouterr().out
-    projected = "projected to the setting's epochs"
-    assert f"timed: models 1.0 min (0.5 in train()); {projected} 15.5 min, the run so far 15.5 min" in out
-    assert f"timed: sns_knobs 0.3 min (0.2 in train()); {projected} 1.8 min, the run so far 17.3 min" in out
-    assert f"timed: e5_robustness 0.7 min (0.0 in train()); {projected} 0.7 min, the run so far 18.0 min" in out
-    assert re.search(r"projected with the setting's epochs \(30 per model, 10 per sweep run; measured with 1;", out)
-    assert re.search(r"^  total\s+18\.0 min$", out, re.M)
+    assert clock.trained == ["second"] and "timed: models:first ended in an earlier call, not run again" in out
+    assert "timed: step models 2.1 min; projected to the setting's epochs 31.1 min; the run so far 31.1 min" in out
+    assert "timed: sns_knobs:lam_0.1 0.3 min (0.2 in train()); projected 1.8 min" in out
+    assert "the run so far 33.6 min" in out
+    assert re.search(r"^  total\s+3\.1 min\s+33\.6 min$", out, re.M), out
+    with pytest.raises(SystemExit, match="not made by this script"):
+        timing.main([*argv[:-3], "--out", str(ROOT / "tests")])   # never clears a folder it did not make
+    assert (settings.REGISTRY["cifar10-resnet18"], cifar.check_integrity, os.environ.get("NSLIB_DATA_ROOT")) == before
