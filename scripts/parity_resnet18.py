@@ -6,7 +6,7 @@ over three channels, so that ``resnet18`` (PreAct ResNet-18, CIFAR-10's input) t
 trains the model briefly with PGD-AT at eps 8/255 (``nslib.training.train``) until it has real
 decision boundaries (clean accuracy well above chance, checked), then attacks the same test
 images with PGD-40 (eps 8/255, step eps/30, random start; the evaluation suite's, with the same
-seed) once in fp32 and once in bf16 (``precision="bf16"``, a channels_last copy of the model:
+seed) once in fp32 (true float32: TF32 off) and once in bf16 (``precision="bf16"``, a channels_last copy of the model:
 ``nslib.precision``), and judges both sets of images with the model in fp32, the reference.
 Parity concerns the numerics of the attack, not the data set.
 
@@ -105,6 +105,9 @@ def verdict(clean: float, acc: dict[str, float]) -> tuple[bool, list[str]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nslib.evaluation import accuracy
+
+    # fp32 is the reference: true float32, not TF32 (which cuDNN allows by default for convolutions)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
     started = time.perf_counter()
     model = train_model(args)
