@@ -1,112 +1,134 @@
-"""Time one SNS training step against one PGD-AT step on the same model, data and device.
+"""Time training steps as ``train()`` runs them: PGD-AT against SNS, and SNS with its fused pass.
 
-Both recipes run ``--batches`` optimizer steps (PGD-10, eps 0.3, batch 100 on mnist5k by
-default) from the same weights; runs are interleaved (pgd_at, sns, pgd_at, sns, ...)
-after a warm-up so drifts in machine load hit both alike. Prints the median seconds per
-step of each and the ratio sns / pgd_at (target: <= 1.10), which is also the
-ratio of epoch times, since an epoch is the same number of such steps.
+Each variant is one call of ``nslib.training.train`` for one epoch of ``--batches`` steps, with
+the setting's recipe (``cifar10-resnet18`` for ``--arch resnet18``: SGD, PGD-10 at 8/255;
+``mnist-smallcnn`` for smallcnn: Adam, PGD-10 at 0.3), at each ``--batch-size`` and each
+``--compile`` mode. So what is timed is the real loop: the data loader, the attack, the loss,
+the backward pass and the optimizer, with the same switches (precision, compile, fuse) as
+``python -m nslib train``. The variants are interleaved (pgd_at, sns, sns+fuse, pgd_at, ...)
+after one warm-up call each (which compiles), so drifts in machine load hit them alike. Each
+row is printed as soon as it is measured: ms per step (median over the repeats), with
+``--arch resnet18`` the 50,000-image epoch it projects (CIFAR-10's training set; target
+<= 15 s at the recipe's batch of 128), and each SNS variant's ratio to PGD-AT (target <= 1.10).
 
     python bench/training.py                        # CPU, smallcnn, 1 thread
     python bench/training.py --threads 2 --batches 20 --repeats 7
-    python bench/training.py --device cuda
-    python bench/training.py --device cuda --arch resnet18 --batch-size 512 --precision bf16 --compile
+    python bench/training.py --device cuda --arch resnet18 --batch-size 128 512 --precision bf16 \\
+        --compile default reduce-overhead
 
-``--arch resnet18`` trains PreAct ResNet-18 on random 32x32 colour images (CIFAR-10's size) at
-eps 8/255, and also prints the time of a 50,000-image epoch (CIFAR-10's training set) that
-the per-step median projects. ``--precision bf16`` runs the steps as ``train(precision=...)``
-does: the model channels_last, the loss and its attack under bf16 autocast
-(``nslib.precision``); ``--compile`` adds ``torch.compile``.
+``--compile`` alone is mode ``default``; several modes give a block each; without it, eager.
+The images are random (the timing does not depend on them). ``torch._dynamo``'s count of CUDA
+graphs that were skipped (``cudagraph skips``) is printed with a CUDA-graph mode: not 0 means a
+pass fell back to launching its kernels one by one. The targets and what is measured so far:
+``docs/gpu.md#what-is-measured-and-what-is-estimated``; the GPU run that measures them:
+``docs/gpu.md#the-command-still-to-run``.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nslib import data, models  # noqa: E402
-from nslib.training import RECIPES  # noqa: E402
-from nslib.precision import PRECISIONS, autocast, prepare_model  # noqa: E402
-from nslib.utils import pgd_step  # noqa: E402
+from nslib import data, models, settings  # noqa: E402
+from nslib.precision import COMPILE_MODES, CUDA_GRAPH_MODES, PRECISIONS  # noqa: E402
+from nslib.training import TrainConfig, train  # noqa: E402
+
+#: name -> (recipe, extra options)
+VARIANTS = {"pgd_at": ("pgd_at", {}), "sns": ("sns", {}), "sns+fuse": ("sns", {"fuse": True})}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    p.add_argument("--batches", type=int, default=10, help="steps per timed run (default: 10)")
-    p.add_argument("--batch-size", type=int, default=100, help="default: 100")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps (default: 10)")
-    p.add_argument("--eps", type=float, default=0.3, help="default: 0.3")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per recipe (default: 5)")
-    p.add_argument("--lam", type=float, default=0.01, help="SNS lambda (default: 0.01)")
     p.add_argument("--arch", default="smallcnn", choices=["smallcnn", "resnet18"],
-                   help="smallcnn on mnist5k, or resnet18 on random 32x32 images (default: smallcnn)")
+                   help="smallcnn on mnist5k (mnist-smallcnn's recipes), or resnet18 on random 32x32 images "
+                        "(cifar10-resnet18's recipes). Default: smallcnn")
+    p.add_argument("--batch-size", type=int, nargs="+", default=None,
+                   help="one block per batch size. Default: the setting's (100 smallcnn, 128 resnet18)")
+    p.add_argument("--batches", type=int, default=10, help="steps per timed run (default: 10)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default: 5)")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", nargs="*", default=None, metavar="MODE",
+                   help=f"torch.compile modes, one block each ({', '.join(COMPILE_MODES)}); alone: default. "
+                        "Default: eager")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="default: all; the first is the reference of the ratios")
     return p.parse_args(argv)
 
 
-def run(recipe: str, model, batches, args) -> float:
-    """Seconds per optimizer step of ``recipe`` over ``batches``."""
-    model = prepare_model(copy.deepcopy(model).train(), args.precision)
-    net = torch.compile(model) if args.compile else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    options = {"lam": args.lam} if recipe == "sns" else {}
-    state: dict = {}
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for x, y in batches:
-        with autocast(args.precision, args.device):
-            loss, _ = RECIPES[recipe](model, x, y, net=net, eps=args.eps, alpha=pgd_step(args.eps, args.steps),
-                                      steps=args.steps, state=state, **options)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / len(batches)
+def config(args, variant: str, batch_size: int, mode) -> TrainConfig:
+    """The setting's recipe for ``variant``: one epoch of ``--batches`` steps, no evaluation."""
+    recipe, options = VARIANTS[variant]
+    setting = settings.get("cifar10-resnet18" if args.arch == "resnet18" else "mnist-smallcnn")
+    return TrainConfig.from_dict({**setting.recipe(recipe), **options, "epochs": 1, "batch_size": batch_size,
+                                  "max_batches": args.batches, "precision": args.precision,
+                                  "compile": mode or False, "eval_n": 0})
+
+
+def images(args, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training images of the model's input (mnist5k's for smallcnn, random 32x32 for resnet18)."""
+    if args.arch == "smallcnn":
+        x, y = data.load("mnist5k", "train").tensors(n)
+        repeat = -(-n // len(x))
+        return x.repeat(repeat, 1, 1, 1)[:n], y.repeat(repeat)[:n]
+    return torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,))
+
+
+def seconds_per_step(model, train_set, cfg: TrainConfig, device: str) -> float:
+    """One ``train()`` call of one epoch; its logged epoch time (the loop, read back from the device) per step."""
+    log = train(model, train_set, config=cfg, device=device, progress=False)
+    return log[-1]["time_s"] / cfg.max_batches
+
+
+def block(args, batch_size: int, mode) -> None:
+    """Warm up, time and print every variant at one batch size and compile mode."""
+    import torch._dynamo
+
+    torch._dynamo.utils.counters.clear()
+    train_set = images(args, args.batches * batch_size)
+    nets = {v: models.build(args.arch).to(args.device) for v in args.variants}   # each trains on its own copy
+    configs = {v: config(args, v, batch_size, mode) for v in args.variants}
+    for v in args.variants:                                                      # warm-up: compiles
+        seconds_per_step(nets[v], train_set, configs[v], args.device)
+    times = {v: [] for v in args.variants}
+    for _ in range(args.repeats):
+        for v in args.variants:
+            times[v].append(seconds_per_step(nets[v], train_set, configs[v], args.device))
+    reference = args.variants[0]
+    label = f"compile {mode}" if mode else "eager"
+    for v in args.variants:
+        ms = statistics.median(times[v]) * 1000
+        line = f"batch {batch_size:5d}  {label:<26}{v:<10}{ms:9.1f} ms/step"
+        if args.arch == "resnet18":
+            line += f"  50,000-image epoch {ms / 1000 * 50_000 / batch_size:6.1f} s"
+        if v != reference:
+            ratios = [s / p for p, s in zip(times[reference], times[v])]
+            line += (f"  {v}/{reference} {ms / (statistics.median(times[reference]) * 1000):.3f} (per-pair median "
+                     f"{statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f})")
+        print(line, flush=True)
+    if mode in CUDA_GRAPH_MODES:
+        print(f"  cudagraph skips: {dict(torch._dynamo.utils.counters['inductor']).get('cudagraph_skips', 0)}",
+              flush=True)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    n = args.batches * args.batch_size
-    if args.arch == "smallcnn":
-        model = models.build("smallcnn", dataset="mnist5k").to(args.device)
-        x, y = data.load("mnist5k", "train").tensors(n)
-    else:
-        model = models.build("resnet18").to(args.device)
-        x, y = torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,))
-        if args.eps == 0.3:   # the MNIST default: use CIFAR-10's
-            args.eps = 8 / 255
-    batches = [(x[i:i + args.batch_size].to(args.device), y[i:i + args.batch_size].to(args.device))
-               for i in range(0, x.shape[0], args.batch_size)]
-    run("pgd_at", model, batches[:2], args)
-    run("sns", model, batches[:2], args)  # warm-up
-    times = {"pgd_at": [], "sns": []}
-    for _ in range(args.repeats):
-        for recipe in times:
-            times[recipe].append(run(recipe, model, batches, args))
-    pgd_at, sns = statistics.median(times["pgd_at"]), statistics.median(times["sns"])
-    ratios = [s / p for p, s in zip(times["pgd_at"], times["sns"])]
-    print(f"device {args.device}, threads {torch.get_num_threads()}, {args.arch}, batch {args.batch_size}, "
-          f"PGD-{args.steps} at eps {args.eps:.4g}, precision {args.precision}{' + compile' if args.compile else ''}, "
-          f"{args.batches} steps x {args.repeats} interleaved runs")
-    print(f"pgd_at: {pgd_at * 1000:.1f} ms/step   sns: {sns * 1000:.1f} ms/step")
-    if args.arch == "resnet18":
-        steps = 50_000 / args.batch_size
-        print(f"a 50,000-image epoch: pgd_at {pgd_at * steps:.1f} s, sns {sns * steps:.1f} s")
-    print(f"ratio sns / pgd_at: {sns / pgd_at:.3f} (median of per-pair ratios "
-          f"{statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.10)")
+    default_batch = 128 if args.arch == "resnet18" else 100
+    modes = [None] if args.compile is None else (args.compile or ["default"])
+    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
+          f"threads {torch.get_num_threads()}, {args.arch}, precision {args.precision}, torch {torch.__version__}, "
+          f"{args.batches} steps x {args.repeats} interleaved runs per variant; targets: epoch <= 15 s at batch 128, "
+          "sns/pgd_at <= 1.10", flush=True)
+    for batch_size in args.batch_size or [default_batch]:
+        for mode in modes:
+            block(args, batch_size, mode)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ One module per concept::
     nslib.sensitivity   neuron and layer sensitivity, sensitive neurons (top-k)
     nslib.ablation      stabilise / deactivate neurons, ablation sweeps
     nslib.recipes       the training losses: standard, PGD-AT, TRADES, SNS
-    nslib.training      TrainConfig and the training loop (resumable)
+    nslib.fusion        SNS's clean and adversarial passes as one batch (BatchNorm per half)
+    nslib.trainconfig   TrainConfig: every setting of a training run, each default once
+    nslib.training      the training loop (resumable)
     nslib.runstate      a run's last.pt, resume check and RNG state
     nslib.distributed   torchrun / DistributedDataParallel set-up
     nslib.precision     the precision switch: fp32 (reference), bf16 autocast + channels_last, compile
@@ -37,8 +39,8 @@ from .utils import seed_everything
 
 __version__ = "0.1.0"
 
-_LAZY = ("ablation", "recipes", "training", "runstate", "distributed", "evaluation", "plotting", "widgets",
-         "experiments", "reproduce", "editions", "exercises", "cli")
+_LAZY = ("ablation", "recipes", "fusion", "trainconfig", "training", "runstate", "distributed", "evaluation",
+         "plotting", "widgets", "experiments", "reproduce", "editions", "exercises", "cli")
 
 __all__ = [
     "attacks", "checkpoints", "data", "hooks", "models", "sensitivity", "utils", *_LAZY,

@@ -86,6 +86,8 @@ def _recipe_flags() -> dict[str, tuple[str, dict, str]]:
                        "0 = top-k from each batch; n = from a running estimate every n steps"),
         "momentum": ("--momentum", {"type": float}, "momentum of that running estimate"),
         "ce_on": ("--ce-on", {"choices": CE_ON}, "cross-entropy on x' (adv), x (clean) or both"),
+        "fuse": ("--fuse", {"action": "store_const", "const": True},
+                 "one forward pass on the 2N batch [x', x] instead of two (BatchNorm keeps each half's statistics)"),
     }
 
 
@@ -98,7 +100,7 @@ def _add_recipe_option_arguments(p: argparse.ArgumentParser) -> None:
         owners = [recipe for recipe in RECIPES if name in recipe_options(recipe)]
         default = recipe_options(owners[0])[name]
         shown = "" if default is None else f". Default: {default}"
-        if "choices" not in kwargs:
+        if "choices" not in kwargs and "action" not in kwargs:
             kwargs = dict(kwargs, metavar=flag[2:].upper().replace("-", "_"))
         g.add_argument(flag, dest=name, default=None, help=f"{', '.join(owners)}: {text}{shown}", **kwargs)
 
@@ -106,7 +108,7 @@ def _add_recipe_option_arguments(p: argparse.ArgumentParser) -> None:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` flags; every default is ``TrainConfig``'s or the recipe signature's, shown in ``--help``."""
     from . import settings
-    from .precision import PRECISIONS
+    from .precision import COMPILE_MODES, PRECISIONS
     from .recipes import RECIPES
     from .training import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -148,8 +150,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
                    help="fp32 (the reference), bf16 (autocast + channels_last, the fast path) or fp16 "
                         "(autocast + loss scaling); CUDA only. Default: %(default)s")
-    g.add_argument("--compile", action="store_true", default=d.compile,
-                   help="torch.compile the forward passes (CUDA; the first batches compile)")
+    g.add_argument("--compile", nargs="?", const="default", default=d.compile, metavar="MODE",
+                   help="torch.compile the model for the run (the attack, the loss, the evaluation; the first "
+                        "batches compile): --compile alone is mode 'default'; MODE is one of "
+                        f"{', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs: the fast path at small "
+                        "batches; CUDA only). Default: off")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (also $NSLIB_THREADS). Default: torch's choice")
     g.add_argument("--eval-n", type=int, default=d.eval_n,
@@ -201,12 +206,18 @@ def _device(name: str | None):
     return torch.device(name) if name else default_device()
 
 
-def _check_precision_device(precision: str, device: str | None) -> None:
-    """``--precision`` other than fp32 needs CUDA: ``ValueError`` (one line, exit 2) on another device."""
+def _check_precision_device(precision: str, device: str | None, compile: bool | str = False) -> None:
+    """``--precision`` other than fp32, and a ``--compile`` mode that captures CUDA graphs, need CUDA:
+    ``ValueError`` (one line, exit 2) on another device."""
+    from .precision import CUDA_GRAPH_MODES
+
     device = _device(device)
     if precision != "fp32" and device.type != "cuda":
         raise ValueError(f"--precision {precision} needs a CUDA GPU, and this run is on {device.type}; "
                          "drop --precision to train in fp32 (the reference), or pass --device cuda.")
+    if compile in CUDA_GRAPH_MODES and device.type != "cuda":
+        raise ValueError(f"--compile {compile} captures CUDA graphs and needs a CUDA GPU, and this run is on "
+                         f"{device.type}; use --compile default, or pass --device cuda.")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -219,7 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .utils import seed_everything
 
     config = train_config(args)  # a wrong option fails here, before any data is read
-    _check_precision_device(config.precision, args.device)
+    _check_precision_device(config.precision, args.device, config.compile)
     _threads(args)
     train_set = load(args.data, "train", limit=args.limit, augment=args.augment)
     test_set = load(args.data, "test")
@@ -353,7 +364,7 @@ is skipped, so an interrupted run can simply be started again.
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     from . import settings
-    from .precision import PRECISIONS
+    from .precision import COMPILE_MODES, PRECISIONS
     from .reproduce import STEPS
 
     mode = p.add_mutually_exclusive_group()
@@ -383,16 +394,19 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="the precision models and the E7 sweep are trained in (bf16: the fast GPU path; CUDA "
                         "only); the measurements stay fp32. Default: %(default)s")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   help="torch.compile the training of the models and the E7 sweep (as train --compile; MODE one "
+                        f"of {', '.join(COMPILE_MODES)}; reduce-overhead: CUDA graphs, CUDA only). Default: off")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    _check_precision_device(args.precision, args.device)
+    _check_precision_device(args.precision, args.device, args.compile)
     out = args.out or ("results" if args.setting == "mnist-smallcnn" else f"results/{args.setting}")
     reproduce(out, quick=args.quick, steps=args.steps, force=args.force, seed=args.seed, n=args.n,
               progress=args.progress, device=args.device, seeds=args.seeds, autoattack=args.autoattack,
-              setting=args.setting, precision=args.precision)
+              setting=args.setting, precision=args.precision, compile=args.compile)
     return 0
 
 

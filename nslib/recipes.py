@@ -20,7 +20,9 @@ through); ``eps``/``alpha``/``steps``, this step's (ramped) PGD budget; ``state`
 kept across steps and checkpointed. A recipe's *options* are its other keyword-only
 parameters, with their defaults in its signature: :func:`recipe_options` reads them and
 :func:`check_options` rejects any other name, so a misspelt option is an error, never
-silently ignored. ``stats`` is a dict of floats averaged over the epoch for the log.
+silently ignored. ``stats`` is a dict of detached 0-dim tensors (the training loop averages
+them over the epoch for the log and reads them once, at its end: a step never waits for the
+GPU to hand back a number; ``float(stats["ce"])`` reads one).
 Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import nn
 
 from .attacks import pgd
 from .attacks.base import attack_context, project_linf
+from .fusion import fused_forward
 from .hooks import capture
 from .sensitivity import default_layers, neuron_distance, sensitive_neurons
 
@@ -92,7 +95,7 @@ def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.M
     natural = F.cross_entropy(logits, y)
     robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
                       reduction="batchmean")
-    return natural + beta * robust, {"ce": natural.item(), "kl": robust.item()}
+    return natural + beta * robust, {"ce": natural.detach(), "kl": robust.detach()}
 
 
 def sns_layers(model: nn.Module) -> list[str]:
@@ -116,7 +119,7 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
              eps: float, alpha: float, steps: int, state: dict,
              lam: float = 0.01, layers: Iterable[str] | None = None, k: int | float = 0.1,
              max_k: int | None = 10, topk_every: int = 0, momentum: float = 0.9,
-             ce_on: str = "adv"):
+             ce_on: str = "adv", fuse: bool = False):
     """Sensitive Neuron Stabilizing (Zhang et al., 2021, arXiv 1909.06978; ``docs/experiments.md#sns-loss``).
 
     ``L = CE + lam * sum_{l in layers} sum_{i in topk_l} (1/dim)||F_l^i(x) - F_l^i(x')||_1 / batch``
@@ -124,7 +127,8 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
     with ``x' = PGD(x)`` against the current model (the same attack as ``pgd_at``). The
     activations of ``x`` and ``x'`` are captured with graph-keeping hooks during the two
     forward passes the loss needs anyway (one on ``x'`` for the CE, one on ``x``), so an
-    SNS step costs PGD-AT's plus one forward (and its backward) on ``x``.
+    SNS step costs PGD-AT's plus one forward (and its backward) on ``x``; with ``fuse`` the
+    two are one pass on ``cat([x', x])`` (``nslib.fusion``).
 
     Args (the open choices of SNS, all ours):
         lam (float, optional): the penalty weight lambda. Default: ``0.01``.
@@ -140,17 +144,23 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
         ce_on (str, optional): ``"adv"`` (CE on ``x'``, as PGD-AT, against which SNS is
             judged), ``"clean"`` (CE on ``x``) or ``"both"`` (the mean of the two).
             Default: ``"adv"``.
+        fuse (bool, optional): one forward pass on the 2N batch ``cat([x', x])`` instead of two
+            of N: fewer kernel launches, the same loss and gradient (BatchNorm layers keep each
+            half's own statistics, ``nslib.fusion``; ``docs/experiments.md#sns-loss``).
+            Default: ``False``.
 
     Returns:
         tuple: ``(loss, stats)``, stats holding ``ce``, ``penalty`` and ``sens_<layer>``
-        (the batch's layer mean of ``sigma``) per constrained layer.
+        (the batch's layer mean of ``sigma``) per constrained layer, as 0-dim tensors.
     """
     if ce_on not in CE_ON:
         raise ValueError(f"ce_on must be 'adv', 'clean' or 'both', got {ce_on!r}.")
+    if not isinstance(fuse, bool):
+        raise TypeError(f"fuse must be True or False, got {fuse!r}.")
     names = list(layers) if layers is not None else sns_layers(net)
     x_adv = _pgd(net, x, y, eps, alpha, steps)
     with capture(net, names, detach=False) as store:
-        logits, logits_adv = _two_forwards(model, x, x_adv, store=store)
+        logits, logits_adv = _two_forwards(model, x, x_adv, store=store, fuse=fuse)
     if ce_on == "adv":
         ce = F.cross_entropy(logits_adv, y)
     elif ce_on == "clean":
@@ -158,16 +168,16 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
     else:
         ce = 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits_adv, y))
     penalty = logits.new_zeros(())
-    stats = {"ce": ce.item()}
+    stats = {"ce": ce.detach()}
     step = state.get("step", 0)
     for name in names:
         dist = neuron_distance(store["clean"][name].float(), store["adv"][name].float())  # (N, neurons)
         sigma = dist.detach().mean(0)
         index = _top_neurons(state, name, sigma, step, k, max_k, topk_every, momentum)
         penalty = penalty + dist[:, index.to(dist.device)].sum() / x.shape[0]
-        stats[f"sens_{name}"] = sigma.mean().item()
+        stats[f"sens_{name}"] = sigma.mean()
     state["step"] = step + 1
-    stats["penalty"] = penalty.item()
+    stats["penalty"] = penalty.detach()
     return ce + lam * penalty, stats
 
 
@@ -214,16 +224,18 @@ def _top_neurons(state: dict, name: str, sigma: torch.Tensor, step: int, k: int 
                  max_k: int | None, topk_every: int, momentum: float) -> torch.Tensor:
     """SNS's top-k of layer ``name``: from this batch's ``sigma``, or every ``topk_every`` steps from its EMA.
 
-    The EMA (``state["sigma"]``) and the current choice (``state["chosen"]``) live on the CPU
-    in ``state``, so they are checkpointed with it.
+    Chosen on ``sigma``'s device (``on_device``): the step never waits for the GPU. The EMA
+    (``state["sigma"]``) and the current choice (``state["chosen"]``) live in ``state``, so
+    they are checkpointed with it; read back from a checkpoint (on the CPU) they are moved.
     """
     if not topk_every:
-        return sensitive_neurons({name: sigma}, k, max_k)[name]
+        return sensitive_neurons({name: sigma}, k, max_k, on_device=True)[name]
     ema = state.setdefault("sigma", {})
-    ema[name] = sigma.cpu() if name not in ema else momentum * ema[name] + (1 - momentum) * sigma.cpu()
+    ema[name] = (sigma.clone() if name not in ema
+                 else momentum * ema[name].to(sigma.device) + (1 - momentum) * sigma)
     chosen = state.setdefault("chosen", {})
     if step % topk_every == 0 or name not in chosen:
-        chosen[name] = sensitive_neurons({name: ema[name]}, k, max_k)[name]
+        chosen[name] = sensitive_neurons({name: ema[name]}, k, max_k, on_device=True)[name]
     return chosen[name]
 
 
@@ -250,11 +262,20 @@ def _trades_attack(net: nn.Module, x: torch.Tensor, eps: float, alpha: float, st
     return x_adv
 
 
-def _two_forwards(model, x, x_adv, store: dict | None = None):
+def _two_forwards(model, x, x_adv, store: dict | None = None, fuse: bool = False):
     """Logits on ``x`` and ``x'``; with ``store`` (a capture dict) also each pass's activations.
 
     ``store`` is replaced by ``{"clean": {...}, "adv": {...}}`` copies of the captured dict.
+    ``fuse``: one pass on ``cat([x', x])`` (``nslib.fusion.fused_forward``), split afterwards.
     """
+    if fuse:
+        logits_adv, logits = fused_forward(model, [x_adv, x])
+        if store is not None:
+            n = x_adv.shape[0]
+            both = dict(store)
+            store.clear()
+            store.update(clean={k: v[n:] for k, v in both.items()}, adv={k: v[:n] for k, v in both.items()})
+        return logits, logits_adv
     logits_adv = model(x_adv)
     adv_acts = dict(store) if store is not None else None
     logits = model(x)

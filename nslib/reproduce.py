@@ -198,7 +198,7 @@ def run_step(ctx: Context, name: str, code: str) -> None:
 def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: list[str] | None = None,
               force: bool = False, seed: int = 0, n: int | None = None, progress: bool = True,
               device=None, seeds: int = 3, autoattack: str | None = None,
-              setting: str = "mnist-smallcnn", precision: str = "fp32") -> Path:
+              setting: str = "mnist-smallcnn", precision: str = "fp32", compile: bool | str = False) -> Path:
     """Run the steps (all by default), skipping those that are up to date; write REPORT.md.
 
     Args:
@@ -224,6 +224,9 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
         precision (str, optional): the precision the models and the E7 sweep are trained in
             (``nslib.precision``; ``"bf16"`` on a GPU); measurements stay fp32, the reference.
             Default: ``"fp32"``.
+        compile (bool or str, optional): the ``torch.compile`` mode of that training
+            (``nslib.precision.COMPILE_MODES``; ``"reduce-overhead"`` on a GPU). It changes the
+            speed, not the recipe, so a step trained without it is not rerun. Default: ``False``.
 
     Returns:
         Path: ``out/REPORT.md``.
@@ -240,7 +243,8 @@ def reproduce(out: str | os.PathLike = "results", *, quick: bool = True, steps: 
     chosen = get_setting(setting)
     data.load(chosen.dataset, "test")  # a missing data set stops the run here, before anything is written
     new_context = partial(Context, out, quick=quick, seed=seed, progress=progress, n_images=n, device=device,
-                          seeds=seeds, autoattack=autoattack, setting=chosen, precision=precision)
+                          seeds=seeds, autoattack=autoattack, setting=chosen, precision=precision,
+                          compile=compile)
     new_context()  # checks seeds and autoattack before anything is written
     (out / ".stamps").mkdir(parents=True, exist_ok=True)
     code = source_hash()

@@ -319,7 +319,7 @@ def relative_sensitivity(layer_sens: dict[str, float], scale: dict[str, float]) 
     return {name: value / scale[name] if scale[name] > 0 else float("nan") for name, value in layer_sens.items()}
 
 
-def _check_sensitivity(sensitivity) -> None:
+def _check_sensitivity(sensitivity, *, nan: bool = True) -> None:
     if not isinstance(sensitivity, dict) or not sensitivity:
         raise TypeError(f"sensitivity must be a non-empty dict {{layer name: tensor of shape "
                         f"(neurons,)}} as returned by neuron_sensitivity, got "
@@ -329,22 +329,25 @@ def _check_sensitivity(sensitivity) -> None:
             shape = tuple(sigma.shape) if isinstance(sigma, torch.Tensor) else type(sigma).__name__
             raise ValueError(f"sensitivity[{name!r}] must be a non-empty 1-D tensor (one value per "
                              f"neuron), got {shape}.")
-        if torch.isnan(sigma).any():
+        if nan and torch.isnan(sigma).any():   # reading the answer waits for the device
             raise ValueError(f"sensitivity[{name!r}] contains NaN; recompute it on finite inputs.")
 
 
-def rank_neurons(scores: torch.Tensor, *, largest: bool = True) -> torch.Tensor:
+def rank_neurons(scores: torch.Tensor, *, largest: bool = True, on_device: bool = False) -> torch.Tensor:
     """Neuron indices ordered by score, most sensitive first (``largest=False``: least first).
 
     The one top-k rule of nslib (``sensitive_neurons``, the ablation's top/bottom-k, SNS,
     the explorer): a stable sort, so ties go to the lower index and the choice is
-    deterministic. Shape: ``scores`` ``(neurons,)`` -> LongTensor ``(neurons,)`` on the CPU.
+    deterministic. Shape: ``scores`` ``(neurons,)`` -> LongTensor ``(neurons,)`` on the CPU,
+    or with ``on_device`` on ``scores``' device (the same order: a stable sort is defined
+    by its input alone; SNS's training step sorts there so that it need not wait for a GPU).
 
     Example:
         >>> rank_neurons(torch.tensor([0.1, 0.9, 0.5, 0.9]))
         tensor([1, 3, 2, 0])
     """
-    return torch.sort(scores.detach().cpu(), descending=largest, stable=True).indices
+    scores = scores.detach() if on_device else scores.detach().cpu()
+    return torch.sort(scores, descending=largest, stable=True).indices
 
 
 def _top_count(k: int | float, max_k: int | None, neurons: int) -> int:
@@ -357,7 +360,8 @@ def _top_count(k: int | float, max_k: int | None, neurons: int) -> int:
 
 
 def sensitive_neurons(sensitivity: dict[str, torch.Tensor], k: int | float = 0.1,
-                      max_k: int | None = 10, *, largest: bool = True) -> dict[str, torch.Tensor]:
+                      max_k: int | None = 10, *, largest: bool = True,
+                      on_device: bool = False) -> dict[str, torch.Tensor]:
     """The top-k most (or least) sensitive neurons of each layer, by ``sigma_l^i``.
 
     The authors' code takes 10 % of a layer's neurons, at most 10 (the defaults).
@@ -374,9 +378,13 @@ def sensitive_neurons(sensitivity: dict[str, torch.Tensor], k: int | float = 0.1
         largest (bool, optional): ``True`` for the most sensitive neurons, ``False``
             for the least sensitive (bottom-k, a control in the ablation of E3).
             Default: ``True``.
+        on_device (bool, optional): keep each layer's indices on its ``sigma``'s device and skip
+            the NaN check, so that nothing waits for a GPU (SNS's per-step choice; a NaN there
+            makes the loss NaN, which the training loop reports). Default: ``False``.
 
     Returns:
-        dict[str, LongTensor]: ``{layer: neuron indices}`` on the CPU, ordered from the
+        dict[str, LongTensor]: ``{layer: neuron indices}`` on the CPU (``on_device``: on
+        ``sigma``'s device), ordered from the
         most sensitive down (``largest=False``: from the least sensitive up). Ties go
         to the lower index first (a stable sort), so the choice is deterministic.
 
@@ -384,7 +392,7 @@ def sensitive_neurons(sensitivity: dict[str, torch.Tensor], k: int | float = 0.1
         >>> sensitive_neurons({"fc1": torch.tensor([0.1, 0.9, 0.5, 0.9])}, k=2)
         {'fc1': tensor([1, 3])}
     """
-    _check_sensitivity(sensitivity)
+    _check_sensitivity(sensitivity, nan=not on_device)
     if isinstance(k, bool) or not isinstance(k, (int, float)):
         raise TypeError(f"k must be an int (a count) or a float in (0, 1] (a fraction), got "
                         f"{type(k).__name__}.")
@@ -397,5 +405,5 @@ def sensitive_neurons(sensitivity: dict[str, torch.Tensor], k: int | float = 0.1
         raise ValueError(f"max_k must be a positive int or None (no cap), got {max_k!r}.")
     chosen = {}
     for name, sigma in sensitivity.items():
-        chosen[name] = rank_neurons(sigma, largest=largest)[:_top_count(k, max_k, sigma.numel())]
+        chosen[name] = rank_neurons(sigma, largest=largest, on_device=on_device)[:_top_count(k, max_k, sigma.numel())]
     return chosen

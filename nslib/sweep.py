@@ -68,7 +68,7 @@ def record_seed(record: dict) -> int:
 
 def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike, *,
                 device=None, threads: int | None = None, seed: int = 0, setting: Setting = _MNIST,
-                epochs: int | None = None, precision: str = "fp32") -> dict:
+                epochs: int | None = None, precision: str = "fp32", compile: bool | str = False) -> dict:
     """Train and evaluate one setting with training ``seed`` into ``runs_dir/seed_name(name, seed)``
     (resumable); return its record.
 
@@ -85,6 +85,8 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
         epochs (int, optional): train this many epochs instead of the budget's (a smoke run).
         precision (str, optional): the training's precision (``nslib.precision``); the
             evaluation is fp32. Default: ``"fp32"``.
+        compile (bool or str, optional): the training's ``torch.compile`` mode
+            (``nslib.precision.COMPILE_MODES``). Default: ``False``.
     """
     import torch
 
@@ -110,6 +112,8 @@ def run_setting(name: str, knob: str, change: dict, runs_dir: str | os.PathLike,
         budget["epochs"] = epochs
     if precision != "fp32":   # recorded in the run's recipe only when it is not the reference
         budget["precision"] = precision
+    if compile:
+        budget["compile"] = compile
     config = TrainConfig.from_dict({"recipe": recipe, **budget, "eval_every": budget["epochs"], **options})
     seed_everything(seed)  # the initial weights too, as `python -m nslib train` does
     model = models.build(setting.arch, dataset=setting.dataset)

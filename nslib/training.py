@@ -11,7 +11,7 @@ small function computing the loss of one batch, looked up by name in ``RECIPES``
 
       L = CE + lambda * sum_{l in L} sum_{i in topk_l} (1/dim) ||F_l^i(x) - F_l^i(x')||_1 / batch
 
-Every setting of a run is a field of :class:`TrainConfig`, its default written there
+Every setting of a run is a field of :class:`TrainConfig` (``nslib.trainconfig``), its default written there
 once; ``train``'s keywords, the command line (``python -m nslib train``) and the
 ``recipe`` dict of a checkpoint are the same settings, and an unknown one is an error.
 
@@ -27,34 +27,27 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from .attacks import pgd
-from .checkpoints import save_checkpoint, upgrade_recipe
+from .checkpoints import save_checkpoint
 from .distributed import barrier, epoch_loader, start_process_group, torchrun_env, train_device, wrap_model
-from .precision import autocast, check_precision, prepare_model
-from .recipes import (RECIPES, check_options, pgd_at_loss, recipe_options, sns_layers, sns_loss, standard_loss,
-                      trades_loss)
+from .precision import autocast, compiled, prepare_model
+from .recipes import RECIPES, pgd_at_loss, sns_layers, sns_loss, standard_loss, trades_loss
 from .runstate import RunState, load_last, save_last, write_log
 from .sensitivity import layer_sensitivity, neuron_sensitivity
+from .trainconfig import OPTIMIZERS, PROVENANCE, SCHEDULES, SETTINGS, TrainConfig
 from .utils import default_eps, model_device, pgd_step, seed_everything
 
 __all__ = ["train", "TrainConfig", "RECIPES", "standard_loss", "pgd_at_loss", "trades_loss", "sns_loss",
-           "sns_layers", "ramp", "evaluate_epoch", "NonFiniteLossError", "OPTIMIZERS", "SCHEDULES"]
-
-#: ``TrainConfig.optimizer`` choices.
-OPTIMIZERS = ("adam", "sgd")
-#: ``TrainConfig.schedule`` choices besides ``None`` and a callable.
-SCHEDULES = ("cosine", "multistep")
-#: Keys a checkpoint's recipe dict carries about where it came from, not how to train
-#: (the number of processes, the shell command): ``TrainConfig.from_dict`` ignores them.
-PROVENANCE = ("world_size", "command")
+           "sns_layers", "ramp", "evaluate_epoch", "NonFiniteLossError", "OPTIMIZERS", "SCHEDULES", "SETTINGS",
+           "PROVENANCE"]
 
 
 def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int | None = None, *,
@@ -118,28 +111,30 @@ def train(model: nn.Module, train_data, recipe: str | None = None, epochs: int |
     layers = list(config.eval_layers or config.options.get("layers") or sns_layers(model))  # logged sensitivity
     seed_everything(config.seed)
     model.to(device)
-    forward = wrap_model(prepare_model(model, config.precision), device, world)  # the loss's forward passes
-    if config.compile:
-        forward = torch.compile(forward)
+    prepare_model(model, config.precision)   # channels_last in place under bf16/fp16
     run = _new_run(model, config)
     last = Path(out) / "last.pt" if out is not None else None
     if last is not None and last.exists():
         load_last(last, run, config.to_dict(world))
         if rank == 0:
             print(f"resuming from epoch {run.epoch} ({last})")
-    for epoch in range(run.epoch, config.epochs):
-        loader = epoch_loader(train_set, config.batch_size, seed=config.seed, epoch=epoch, rank=rank, world=world)
-        record = _train_epoch(forward, run, loader, config, epoch, device, show_bar=progress and rank == 0,
-                              last=last)
-        due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs  # and always the last epoch
-        if eval_xy is not None and rank == 0 and due:
-            record.update(_evaluate_forked(run.net, eval_xy, config, device, layers))
-        run.log.append(record)
-        run.epoch = epoch + 1
-        if rank == 0:
-            _report_epoch(record, run, config.to_dict(world), out, progress)
-        for callback in callbacks:
-            callback(epoch + 1, record, run.net)
+    # compiled in place: the attack, the loss's forward passes (through DDP) and the evaluation alike
+    with compiled(model, config.compile, device):
+        forward = wrap_model(model, device, world)
+        for epoch in range(run.epoch, config.epochs):
+            loader = epoch_loader(train_set, config.batch_size, seed=config.seed, epoch=epoch, rank=rank,
+                                  world=world)
+            record = _train_epoch(forward, run, loader, config, epoch, device, show_bar=progress and rank == 0,
+                                  last=last)
+            due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs  # and always the last epoch
+            if eval_xy is not None and rank == 0 and due:
+                record.update(_evaluate_forked(run.net, eval_xy, config, device, layers))
+            run.log.append(record)
+            run.epoch = epoch + 1
+            if rank == 0:
+                _report_epoch(record, run, config.to_dict(world), out, progress)
+            for callback in callbacks:
+                callback(epoch + 1, record, run.net)
     if rank == 0 and out is not None:
         _save_model(Path(out) / "model.pt", run, config, world, test_set)
     barrier(world)
@@ -208,37 +203,83 @@ def _train_epoch(model: nn.Module, run: RunState, loader, config: TrainConfig, e
     ``model`` is what the forward passes go through (``run.net`` or its DDP wrapper).
     The record holds the sample-weighted mean loss and recipe statistics, the learning
     rate the epoch used, the last eps of the ramp and the epoch's time (no evaluation).
+
+    The steps never wait for the device: the loss, the statistics and a non-finite loss's
+    first step are kept on it (:class:`_EpochSums`) and read once, at the end of the epoch
+    (and at most once a second for the progress bar). A non-finite loss then raises
+    ``NonFiniteLossError`` naming the first such step; the weights in memory are spoilt by
+    then, and ``last.pt`` (the previous epoch's) is the last good state.
     """
     n_batches = len(loader) if config.max_batches is None else min(len(loader), config.max_batches)
     bar = _progress_bar(config, epoch, n_batches) if show_bar else None
     model.train()
     started = time.perf_counter()
-    total, seen, sums = 0.0, 0, {}
-    eps_now = config.eps
+    sums = _EpochSums(device)
+    eps_now, shown = config.eps, started
     for step, (x, y) in enumerate(loader):
         if step >= n_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         eps_now = ramp(config.eps, epoch, step, n_batches, config.eps_warmup_epochs)
         loss, stats = _batch_loss(model, run, x, y, config, eps_now, device)
-        if not torch.isfinite(loss):
-            raise _non_finite_error(loss, config, epoch, step, last)
+        sums.add(loss, stats, x.shape[0], step)
         _optimizer_step(run, loss)
-        total += loss.item() * x.shape[0]
-        seen += x.shape[0]
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value * x.shape[0]
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", eps=f"{eps_now:.3f}")
+            if time.perf_counter() - shown >= 1.0 or step + 1 == n_batches:   # reading the loss waits for the GPU
+                shown = time.perf_counter()
+                bar.set_postfix(loss=f"{sums.mean_loss():.4f}", eps=f"{eps_now:.3f}")
     if bar is not None:
         bar.close()
-    record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "lr": run.optimizer.param_groups[0]["lr"],
-              "eps": eps_now, **{k: v / max(seen, 1) for k, v in sums.items()}}
+    bad = sums.first_non_finite()
+    if bad is not None:
+        raise _non_finite_error(bad[1], config, epoch, bad[0], last)
+    means = sums.means()
+    record = {"epoch": epoch + 1, "loss": means.pop("loss"), "lr": run.optimizer.param_groups[0]["lr"],
+              "eps": eps_now, **means}
     if run.scheduler is not None:
         run.scheduler.step()
     record["time_s"] = time.perf_counter() - started
     return record
+
+
+class _EpochSums:
+    """An epoch's sample-weighted sums of the loss and of the recipe's statistics, kept on ``device``
+    (float64), and the first step whose loss was not finite; read with one transfer at the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, stats: dict, n: int, step: int) -> None:
+        """Add one step's ``loss`` and ``stats`` (0-dim tensors or floats), weighted by its ``n`` samples."""
+        loss = loss.detach()
+        first = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.float(), self.bad_loss)
+        for key, value in {"loss": loss, **stats}.items():
+            value = torch.as_tensor(value, device=self.device).detach().double() * n
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.seen += n
+
+    def mean_loss(self) -> float:
+        """The mean loss so far (waits for the device)."""
+        return self.sums["loss"].item() / max(self.seen, 1) if self.sums else float("nan")
+
+    def means(self) -> dict[str, float]:
+        """``{"loss": ..., statistic: ...}``: the sample-weighted means, read in one transfer."""
+        if not self.sums:
+            return {"loss": 0.0}
+        values = torch.stack(list(self.sums.values())).cpu().tolist()
+        return {key: value / max(self.seen, 1) for key, value in zip(self.sums, values)}
+
+    def first_non_finite(self) -> tuple[int, torch.Tensor] | None:
+        """``(step, loss)`` of the first step whose loss was NaN or infinite, or ``None``."""
+        step = int(self.bad_step)
+        return (step, self.bad_loss) if step >= 0 else None
 
 
 def _batch_loss(model: nn.Module, run: RunState, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
@@ -392,149 +433,3 @@ def _format_record(record: dict) -> str:
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch, the step and the kept checkpoint."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run, each default written here once.
-
-    ``train()``'s keywords, the command line's flags and a checkpoint's ``recipe`` dict
-    are these settings. The recipe's own options live in ``options``: validated
-    against the recipe function's keyword-only parameters (``nslib.recipes.recipe_options``),
-    their defaults read from its signature. Frozen: change a copy with :meth:`replace`.
-
-    Attributes:
-        recipe (str): ``"standard"``, ``"pgd_at"``, ``"trades"`` or ``"sns"``. Default: ``"standard"``.
-        epochs (int): total epochs (a resumed run continues up to it). Default: ``10``.
-        lr (float): learning rate. Default: ``1e-3``.
-        optimizer (str): ``"adam"`` or ``"sgd"`` (momentum 0.9). Default: ``"adam"``.
-        weight_decay (float): Default: ``0.0``.
-        batch_size (int): global batch size (split across processes under ``torchrun``). Default: ``100``.
-        schedule (str or callable): ``None``, ``"cosine"``, ``"multistep"`` (x0.1 at 50 % and
-            75 %) or ``callable(optimizer) -> scheduler``; stepped per epoch. Default: ``None``.
-        eps (float): Linf budget of ``x'`` and of the robust evaluation. Default: ``None``: the
-            data set's usual one (``nslib.data.DatasetInfo.eps``: MNIST 0.3, Fashion-MNIST 0.1,
-            CIFAR-10 8/255); for data without that, ``nslib.utils.default_eps`` of its channels.
-        alpha (float): PGD step size at full eps. Default: ``None``: ``nslib.utils.pgd_step(eps,
-            steps)`` (``2.5 * eps / steps``, Madry et al.).
-        steps (int): PGD steps when training. Default: ``10``.
-        eps_warmup_epochs (float): epochs of the linear eps ramp (:func:`ramp`). Default: ``0``.
-        seed (int): seeds everything (``nslib.utils.seed_everything``) and the shuffling of
-            epoch ``e`` (``seed * 1000 + e``); evaluation uses ``seed + 12345``. Default: ``0``.
-        precision (str): ``"fp32"``, ``"bf16"`` (autocast and channels_last, attacks included)
-            or ``"fp16"`` (autocast with a gradient scaler); ``nslib.precision``. CUDA only: on
-            the CPU it falls back to fp32 with a warning. Default: ``"fp32"``. (Checkpoints
-            from before it carry ``amp``: ``True`` reads as ``"fp16"``.)
-        compile (bool): run the forward passes through ``torch.compile`` (CUDA; the first
-            batches compile). Default: ``False``.
-        max_batches (int): stop each epoch after this many batches (quick runs). Default: ``None``.
-        eval_every (int): evaluate every this many epochs (and the last). Default: ``1``.
-        eval_n (int): test examples of the per-epoch evaluation. Default: ``500``.
-        eval_steps (int): PGD steps of the per-epoch robust accuracy. Default: ``20``.
-        eval_layers (list of str): the layers whose sensitivity the per-epoch check logs.
-            Default: ``None``: SNS's ``layers`` when given, else ``nslib.recipes.sns_layers(model)``.
-        options (dict): the recipe's options as given, e.g. ``{"beta": 3.0}`` (trades) or
-            ``{"lam": 0.1, "k": 3}`` (sns); a tuple is stored as a list. Default: ``{}``.
-
-    An unknown setting or option raises at once, e.g. ``TrainConfig.from_dict({"recipe":
-    "sns", "lamda": 0.1})``: ``ValueError: unknown option 'lamda' for recipe 'sns'; options:
-    lam, layers, k, max_k, topk_every, momentum, ce_on. Did you mean 'lam'? ...``.
-
-    Example:
-        >>> config = TrainConfig.from_dict({"recipe": "sns", "epochs": 5, "lam": 0.1})
-        >>> config.options, config.options_with_defaults()["k"]
-        ({'lam': 0.1}, 0.1)
-    """
-
-    recipe: str = "standard"
-    epochs: int = 10
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    batch_size: int = 100
-    schedule: str | Callable | None = None
-    eps: float | None = None
-    alpha: float | None = None
-    steps: int = 10
-    eps_warmup_epochs: float = 0
-    seed: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    max_batches: int | None = None
-    eval_every: int = 1
-    eval_n: int = 500
-    eval_steps: int = 20
-    eval_layers: list[str] | None = None
-    options: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_options(self.recipe, self.options, settings=SETTINGS)  # an unknown recipe raises here too
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}.")
-        check_precision(self.precision)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'adam' or 'sgd'.")
-        if not (self.schedule is None or callable(self.schedule) or self.schedule in ("none", *SCHEDULES)):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose None, 'cosine', 'multistep' or a "
-                             "callable(optimizer) -> torch.optim.lr_scheduler object.")
-        object.__setattr__(self, "options", {name: list(value) if isinstance(value, tuple) else value
-                                             for name, value in dict(self.options).items()})
-
-    @classmethod
-    def from_dict(cls, settings: Mapping[str, Any]) -> TrainConfig:
-        """The config of a flat dict of settings and recipe options, e.g. a checkpoint's ``recipe``.
-
-        Strict: a key that is neither a setting (``SETTINGS``) nor an option of the
-        recipe raises ``ValueError`` naming the valid ones. The provenance keys
-        checkpoints carry (``PROVENANCE``: ``world_size``, ``command``) are accepted and
-        ignored on purpose, so a checkpoint's recipe can be replayed::
-
-            config = TrainConfig.from_dict(read_checkpoint(path)["recipe"])
-
-        Args:
-            settings (mapping): ``{"recipe": "sns", "epochs": 40, "lam": 0.01, ...}``;
-                missing settings take their defaults.
-
-        Returns:
-            TrainConfig: the validated config.
-        """
-        if not isinstance(settings, Mapping):
-            raise TypeError(f"settings must be a dict such as {{'recipe': 'sns', 'lam': 0.01}}, "
-                            f"got {type(settings).__name__}.")
-        settings = upgrade_recipe(settings)
-        given = {name: value for name, value in settings.items() if name in SETTINGS}
-        options = {name: value for name, value in settings.items()
-                   if name not in SETTINGS and name not in PROVENANCE}
-        return cls(**given, options=options)
-
-    def replace(self, **settings: Any) -> TrainConfig:
-        """A copy with ``settings`` changed: fields and recipe options alike, validated as :meth:`from_dict`."""
-        return TrainConfig.from_dict({**{name: getattr(self, name) for name in SETTINGS}, **self.options,
-                                      **settings})
-
-    def options_with_defaults(self) -> dict[str, Any]:
-        """Every option of the recipe, in its signature's order: the given value or the signature's default."""
-        return {**recipe_options(self.recipe), **self.options}
-
-    def to_dict(self, world_size: int = 1) -> dict[str, Any]:
-        """The flat dict a checkpoint records (``recipe`` of ``model.pt``, ``config`` of ``last.pt``).
-
-        Keys, in this order: recipe, epochs, lr, optimizer, weight_decay, batch_size,
-        schedule (a callable as its ``repr``), eps, alpha, steps, eps_warmup_epochs, seed,
-        precision, compile, world_size, max_batches, then the given recipe options. The evaluation
-        settings are not part of it (they do not change the weights).
-
-        Args:
-            world_size (int, optional): processes that trained (provenance). Default: ``1``.
-        """
-        schedule = self.schedule if isinstance(self.schedule, (str, type(None))) else repr(self.schedule)
-        return {"recipe": self.recipe, "epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer,
-                "weight_decay": self.weight_decay, "batch_size": self.batch_size, "schedule": schedule,
-                "eps": self.eps, "alpha": self.alpha, "steps": self.steps,
-                "eps_warmup_epochs": self.eps_warmup_epochs, "seed": self.seed,
-                "precision": self.precision, "compile": self.compile,
-                "world_size": world_size, "max_batches": self.max_batches, **self.options}
-
-
-#: The names of ``TrainConfig``'s settings (every field but ``options``), in order.
-SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "options")

@@ -121,7 +121,7 @@ def test_sns_through_a_compiled_forward_captures_each_steps_activations(device):
             torch.manual_seed(step)   # the same PGD random start
             loss, stats = sns_loss(forward, x, y, net=net, eps=0.3, alpha=0.1, steps=2, state={}, lam=1.0)
             grads = torch.autograd.grad(loss, list(net.parameters()))
-            results[name] = loss.item(), stats["penalty"], torch.cat([g.flatten() for g in grads])
+            results[name] = loss.item(), float(stats["penalty"]), torch.cat([g.flatten() for g in grads])
         (loss_e, pen_e, grad_e), (loss_c, pen_c, grad_c) = results["eager"], results["compiled"]
         assert pen_e > 0 and pen_c == pytest.approx(pen_e, rel=1e-4) and loss_c == pytest.approx(loss_e, rel=1e-4)
         assert torch.allclose(grad_c, grad_e, rtol=1e-3, atol=1e-5), step
@@ -129,24 +129,3 @@ def test_sns_through_a_compiled_forward_captures_each_steps_activations(device):
             for parameter, grad in zip(net.parameters(), grads):
                 parameter -= 0.1 * grad
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0   # it was compiled, not ignored
-
-
-def test_training_with_compile_logs_what_eager_training_logs(device):
-    """The whole path: ``train(..., compile=True)`` (SNS) trains, and its first epoch's logged
-    loss, CE and penalty agree with eager training's (weights drift apart within Adam's step
-    size, as float sums in another order make tiny gradients change sign)."""
-    import torch._dynamo
-
-    from nslib.training import train
-
-    train_set = data.load("mnist5k", "train", limit=100)
-    logs = {}
-    for compiled in (False, True):
-        torch._dynamo.reset()
-        torch._dynamo.utils.counters.clear()
-        torch.manual_seed(0)
-        logs[compiled] = train(build("smallcnn"), train_set, "sns", 1, eps=0.3, steps=2, batch_size=50,
-                               compile=compiled, progress=False, device=device, seed=0)[-1]
-        assert (torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0) == compiled   # compiled, or not
-    for key in ("loss", "ce", "penalty"):
-        assert logs[True][key] == pytest.approx(logs[False][key], rel=1e-3), key

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nslib.models import build
-from nslib.sensitivity import (layer_sensitivity, neuron_distance, neuron_sensitivity,
+from nslib.sensitivity import (layer_sensitivity, neuron_distance, neuron_sensitivity, rank_neurons,
                                sensitive_neurons)
 
 
@@ -293,6 +293,22 @@ def test_ties_are_broken_by_lower_index_and_bottom_k():
     flat = torch.zeros(1000)
     assert sensitive_neurons({"l": flat}, k=5)["l"].tolist() == [0, 1, 2, 3, 4]
     assert sensitive_neurons({"l": flat}, k=5, largest=False)["l"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_choice_on_the_device_is_the_cpus(device):
+    """SNS picks its top-k on the training device (``on_device``, no wait for a GPU): the same
+    indices as the CPU rule, ties and all (a stable sort on either device), left on the device."""
+    torch.manual_seed(0)
+    tied = torch.tensor([0.5, 0.9, 0.1, 0.9, 0.1, 0.9, 0.5])
+    coarse = torch.randint(0, 4, (300,)).float()   # many ties
+    for sigma in (tied, coarse, torch.rand(1000), torch.zeros(64)):
+        for largest in (True, False):
+            want = sensitive_neurons({"l": sigma}, k=0.1, max_k=None, largest=largest)["l"]
+            got = sensitive_neurons({"l": sigma.to(device)}, k=0.1, max_k=None, largest=largest, on_device=True)["l"]
+            assert got.device.type == device.type and torch.equal(got.cpu(), want)
+    assert torch.equal(rank_neurons(coarse.to(device), on_device=True).cpu(), rank_neurons(coarse))
+    # on the device the NaN check is left out (reading its answer would wait for a GPU)
+    assert sensitive_neurons({"l": torch.tensor([0.1, float("nan")])}, k=1, on_device=True)["l"].numel() == 1
 
 
 @pytest.mark.parametrize("k, error", [(1.5, ValueError), (0.0, ValueError), (-1, ValueError),

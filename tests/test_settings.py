@@ -88,14 +88,18 @@ def test_a_run_in_another_setting_trains_its_recipes_in_the_runs_precision(tmp_p
     from nslib.experiments.context import Context, short_name
     from nslib.experiments.models import train_settings
 
-    ctx = Context(tmp_path, quick=True, setting=settings.get("cifar10-vgg16"), precision="bf16", device="cpu")
+    ctx = Context(tmp_path, quick=True, setting=settings.get("cifar10-vgg16"), precision="bf16",
+                  compile="reduce-overhead", device="cpu")
     assert not ctx.shipped and ctx.models[1] == "cifar10_vgg16_pgd_at" and short_name(ctx.models[1]) == "pgd_at"
     assert ctx.seeds_of(ctx.models[0]) == [0, 1, 2]             # no shipped seeds: every seed is trained
     run = train_settings(ctx, "cifar10_vgg16_sns")
     assert run["precision"] == "bf16" and run["epochs"] == settings.get("cifar10-vgg16").quick_epochs
+    assert run["compile"] == "reduce-overhead"
     assert run["layers"] == run["eval_layers"] == ["relu4_3", "relu5_3"] and run["augment"] is True
     full = train_settings(Context(tmp_path, quick=False, setting=settings.get("cifar10-vgg16"), device="cpu"),
                             "cifar10_vgg16_trades")
-    assert full["epochs"] == 30 and full["beta"] == 6.0 and full["precision"] == "fp32"
+    assert full["epochs"] == 30 and full["beta"] == 6.0 and full["precision"] == "fp32" and full["compile"] is False
     with pytest.raises(ValueError, match="unknown precision"):
         Context(tmp_path, precision="fp64")
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        Context(tmp_path, compile="fast")

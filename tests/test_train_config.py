@@ -13,7 +13,7 @@ from nslib.recipes import RECIPES, recipe_options, standard_loss
 from nslib.runstate import check_resume
 from nslib.training import SETTINGS, TrainConfig, train
 
-SNS_OPTIONS = "lam, layers, k, max_k, topk_every, momentum, ce_on"
+SNS_OPTIONS = "lam, layers, k, max_k, topk_every, momentum, ce_on, fuse"
 #: The keys (in order) every checkpoint's recipe dict has before the recipe options (checkpoints
 #: written before precision existed have ``amp`` in its place: ``upgrade_recipe``).
 CHECKPOINT_KEYS = ["recipe", "epochs", "lr", "optimizer", "weight_decay", "batch_size", "schedule", "eps",
@@ -185,7 +185,7 @@ def test_cli_help_shows_every_default(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--recipe", "sns", "--beta", "3"], r"--beta is an option of --recipe trades, not of --recipe sns "
-                                         r"\(its options: --lambda --layers --k --max-k --topk-every --momentum --ce-on\)"),
+                                         r"\(its options: --lambda --layers --k --max-k --topk-every --momentum --ce-on --fuse\)"),
     (["--recipe", "pgd_at", "--layers", "conv3"], r"--layers is an option of --recipe sns, not of --recipe pgd_at "
                                                   r"\(its options: none\)"),
     (["--lambda", "0.1"], "--lambda is an option of --recipe sns, not of --recipe standard"),

@@ -76,7 +76,7 @@ def test_sns_loss_matches_hand_computation(monkeypatch, device):
         top = d.mean(0).argsort(descending=True)[:3]
         penalty += d[:, top].sum().item() / x.shape[0]
     ce = F.cross_entropy(model(x_adv), y).item()
-    assert stats["penalty"] == pytest.approx(penalty, rel=1e-5)
+    assert float(stats["penalty"]) == pytest.approx(penalty, rel=1e-5)
     assert loss.item() == pytest.approx(ce + 0.5 * penalty, rel=1e-5)
     # the penalty trains the model: its gradient reaches the constrained layers' weights
     loss.backward()
@@ -89,7 +89,7 @@ def test_sns_penalty_is_zero_without_perturbation_and_ce_on_options(device):
     for ce_on in ("adv", "clean", "both"):
         loss, stats = sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={},
                                ce_on=ce_on)
-        assert stats["penalty"] == 0.0
+        assert float(stats["penalty"]) == 0.0
         assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
     with pytest.raises(ValueError, match="ce_on"):
         sns_loss(model, x, y, net=model, eps=0.0, alpha=0.0, steps=1, state={}, ce_on="x")
@@ -184,6 +184,39 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(small, tmp_path, device):
     ckpt = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def _scripted_recipe(values):
+    """A stand-in for the standard recipe whose loss at the i-th call is ``values[i]`` (plus 0 x CE, so it
+    has a gradient), with a statistic twice that, as a 0-dim tensor like the real recipes'."""
+    calls = iter(values)
+
+    def recipe(model, x, y, *, net=None, eps=0.0, alpha=0.0, steps=0, state=None):
+        value = next(calls)
+        loss = F.cross_entropy(model(x), y) * 0 + value
+        return loss, {"twice": torch.tensor(2.0 * value)}
+
+    return recipe
+
+
+def test_the_epoch_log_is_the_sample_weighted_mean_of_the_steps(monkeypatch, device):
+    """The loop keeps the sums on the device and reads them once: batches of 50, 50 and 20 with
+    losses 1, 2, 3 log (50 + 100 + 60) / 120 = 1.75, and the statistic 3.5."""
+    monkeypatch.setitem(recipes.RECIPES, "standard", _scripted_recipe([1.0, 2.0, 3.0]))
+    log = train(_model(), load("mnist5k", "train", limit=120), "standard", 1, batch_size=50, progress=False,
+                device=device)
+    assert log[0]["loss"] == pytest.approx(1.75) and log[0]["twice"] == pytest.approx(3.5)
+    assert list(log[0])[:4] == ["epoch", "loss", "lr", "eps"]
+
+
+def test_a_non_finite_loss_mid_epoch_is_reported_at_its_first_step(monkeypatch, tmp_path, device):
+    """The check runs on the device and is read at the end of the epoch: the error still names the
+    first bad step (here step 2 of 3; step 3 is NaN too), and no checkpoint of that epoch is written."""
+    monkeypatch.setitem(recipes.RECIPES, "standard", _scripted_recipe([1.0, float("inf"), float("nan")]))
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf at epoch 1, step 2; .*no checkpoint was written yet"):
+        train(_model(), load("mnist5k", "train", limit=150), "standard", 2, batch_size=50, progress=False,
+              out=tmp_path, device=device)
+    assert not (tmp_path / "last.pt").exists()
 
 
 def test_bad_arguments():

@@ -16,7 +16,7 @@ from torch import nn
 from .. import data
 from ..checkpoints import CHECKPOINT_DIR, load_checkpoint, load_pretrained, pretrained_names, pretrained_path, \
     read_checkpoint
-from ..precision import check_precision
+from ..precision import check_compile, check_precision
 from ..settings import DEFAULT, REGISTRY, Setting
 from ..utils import default_device, mean_std, pgd_step, seed_name
 
@@ -56,7 +56,8 @@ class Context:
     mode the shipped ones among them (at most ``len(SHIPPED_SEEDS)``; a model with fewer
     shipped seeds uses those it has, :meth:`seeds_of`). ``autoattack`` is the
     AutoAttack version (``nslib.autoattack``): ``"quick"`` (our CPU subset) by default in
-    quick mode, ``"standard"`` in full mode.
+    quick mode, ``"standard"`` in full mode. ``precision`` and ``compile`` are how the models and
+    the E7 sweep train (``nslib.precision``); every measurement is fp32 and eager.
     """
 
     out: Path
@@ -69,6 +70,7 @@ class Context:
     autoattack: str | None = None
     setting: Setting = DEFAULT
     precision: str = "fp32"
+    compile: bool | str = False
     used_checkpoints: dict[str, str] = field(default_factory=dict)  # label -> file
     used_data: dict[str, str] = field(default_factory=dict)  # label -> file
 
@@ -81,6 +83,7 @@ class Context:
             raise ValueError(f"quick mode uses the shipped seeds, and {len(SHIPPED_SEEDS)} are shipped; got seeds="
                              f"{self.seeds}. Use --seeds {len(SHIPPED_SEEDS)} or fewer, or --full to train more.")
         check_precision(self.precision)
+        check_compile(self.compile)
         if self.autoattack is None:
             self.autoattack = "quick" if self.quick else "standard"
         check_version(self.autoattack)

@@ -209,16 +209,17 @@ METRICS = ("clean_acc", "fgsm_acc", "pgd40_acc", "aa_acc", "worst_acc")
 def train_settings(ctx: Context, name: str) -> dict:
     """``retrain`` settings of model ``name`` in the run's setting: the default setting's from the
     recipe its shipped checkpoint carries; another setting's from ``nslib.settings``, for
-    ``setting.quick_epochs`` epochs in quick mode; trained in the run's ``precision``."""
+    ``setting.quick_epochs`` epochs in quick mode; trained in the run's ``precision`` and ``compile`` mode."""
     if ctx.setting.shipped:
         ctx.used_checkpoints[f"recipe of {name}"] = str(pretrained_path(name))
-        return {**retrain_settings(name), "precision": ctx.precision}
+        return {**retrain_settings(name), "precision": ctx.precision, "compile": ctx.compile}
     setting = ctx.setting
     recipe = setting.recipe(short_name(name))
     if ctx.quick:
         recipe["epochs"] = min(recipe["epochs"], setting.quick_epochs)
     return {"arch": setting.arch, "dataset": setting.dataset, "augment": setting.augment,
-            "eval_layers": list(setting.sns_layers), **recipe, "precision": ctx.precision}  # E6's layers logged
+            "eval_layers": list(setting.sns_layers), **recipe, "precision": ctx.precision,
+            "compile": ctx.compile}  # E6's layers logged
 
 
 def _retrain_seed(ctx: Context, name: str, seed: int) -> None:

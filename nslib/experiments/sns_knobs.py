@@ -40,7 +40,8 @@ def sweep_file(ctx: Context) -> Path:
     runs = [(knob, seed) for knob in knobs for seed in ctx.seed_list]
     for (knob, name, change), seed in tqdm(runs, desc="E7 sweep", unit="run", disable=not ctx.progress):
         record = sweep.run_setting(name, knob, change, ctx.out / "runs" / "sweep", device=ctx.device, seed=seed,
-                                   setting=setting, epochs=epochs, precision=ctx.precision)
+                                   setting=setting, epochs=epochs, precision=ctx.precision,
+                                   compile=ctx.compile)
         sweep.write_sweep([record], path, setting)
     return ctx.uses("sns_sweep", path)
 
