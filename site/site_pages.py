@@ -259,15 +259,15 @@ def how_to_make_results() -> str:
 
     rows = []
     for name, (function, title) in STEPS.items():
-        docs = ", ".join(f"[{s.split('#')[1]}](../{s})" for s in DOCS.get(name, ()))
+        docs = ", ".join(f"[{s.split('#')[1].replace('-', ' ')}](../{s})" for s in DOCS.get(name, ()))
         figures = ", ".join(f"`{f}`" for f in _figures_of(function)) or "tables only"
         rows.append(f"| {title} | {docs} | {figures} |")
     return "\n".join([
         "# Results of `reproduce`", "",
         "This copy of the site was built without a run of `reproduce`, so it shows no results. "
         "Make them (about 5 minutes on a 2-core CPU, the shipped checkpoints, offline):", "",
-        "```bash", "make reproduce                 # python -m nslib reproduce --quick: results/REPORT.md and its figures",
-        "make site RESULTS=results      # this site, with the report and its figures on this page", "```", "",
+        "```bash", "make reproduce              # results/REPORT.md, its figures and tables",
+        "make site RESULTS=results   # this site, with them on this page", "```", "",
         "Each step writes its tables (CSV) and figures (PNG), and states its finding in `REPORT.md`:", "",
         "| step | what it tests | figures |", "|---|---|---|", *rows, ""])
 

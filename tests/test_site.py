@@ -194,10 +194,36 @@ def public_site(tmp_path_factory) -> Path:
     return _build(folder / "site", "--pyproject", str(folder / "pyproject.toml"), "--hub", TEST_HUB)
 
 
+def _fake_run(folder: Path) -> Path:
+    """A results folder as ``reproduce`` writes it (``write_report``'s layout), with one figure and one table."""
+    import matplotlib.pyplot as plt
+
+    folder.mkdir()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(folder / "e3_ablation.png")
+    plt.close(fig)
+    (folder / "e3_ablation.csv").write_text("k,accuracy\n1,0.5\n")
+    (folder / "REPORT.md").write_text(
+        "# nslib: reproduction report\n\n## E3: neuron stabilisation and deactivation\n\n"
+        "Described in `docs/experiments.md#e3-ablation`.\n\nThe finding.\n\n"
+        "- table: [`e3_ablation.csv`](e3_ablation.csv)\n![e3_ablation.png](e3_ablation.png)\n")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def private_site(tmp_path_factory) -> Path:
-    """The site without solutions, from the repository's own pyproject.toml."""
-    return _build(tmp_path_factory.mktemp("private") / "site", "--private")
+    """The site without solutions, from the repository's own pyproject.toml, with a run's results."""
+    folder = tmp_path_factory.mktemp("private")
+    return _build(folder / "site", "--private", "--results", str(_fake_run(folder / "results")))
+
+
+@pytest.mark.slow
+def test_a_runs_report_is_the_results_page_with_its_figure_and_table(private_site):
+    page = (private_site / "results" / "index.html").read_text(encoding="utf-8")
+    assert "reproduction report" in page and re.search(r'<img[^>]+src="[^"]*e3_ablation\.png"', page)
+    table = re.search(r'href="([^"]*e3_ablation\.csv)"', page)
+    assert table and (private_site / "results" / table.group(1)).resolve().read_text() == "k,accuracy\n1,0.5\n"
 
 
 class _Text(HTMLParser):
