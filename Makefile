@@ -6,6 +6,9 @@
 #   make lab            - JupyterLab on student/, the student edition (exercises without solutions)
 #   make lab-instructor - JupyterLab on notebooks/, the instructor edition (with solutions)
 #   make lock           - re-resolve every dependency to its newest release, record it in constraints.txt
+#   make site           - the course as a static website in build/site/ (docs/publishing.md);
+#                         RESULTS=results adds a `make reproduce` run, HUB_URL=https://hub... a JupyterHub button
+#   make site-private   - the same without the solutions and the instructor guide, in build/site-private/
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,12 +16,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nslib-installed
 # The versions CI tested, installed by default (`make lock` re-resolves and re-records them).
 CONSTRAINTS := constraints.txt
-# The extras `make` installs: the course (JupyterLab, widgets), the tests and the classroom kit.
-EXTRAS := course,test,classroom
+# The extras `make` installs: the course (JupyterLab, widgets), the tests, the classroom kit and
+# the website's tools (tests/test_site.py builds the site).
+EXTRAS := course,test,classroom,site
 # CI's quick mode for the notebooks: shipped checkpoints, small N, few epochs.
 export NSLIB_QUICK ?= 1
 
-.PHONY: venv reproduce test nbval test-fast lab lab-instructor student clean lock
+.PHONY: venv reproduce test nbval test-fast lab lab-instructor student clean lock site site-private
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +60,17 @@ lab-instructor: venv
 student: venv
 	$(BIN)/python -m nslib clean-notebooks
 	$(BIN)/python -m nslib student
+
+# The website, from the notebooks' stored outputs (nothing re-executed, nothing downloaded).
+RESULTS ?=
+HUB_URL ?=
+SITE_OPTIONS = $(if $(RESULTS),--results $(RESULTS)) $(if $(HUB_URL),--hub $(HUB_URL))
+
+site: venv
+	$(BIN)/python site/build_site.py --out build/site $(SITE_OPTIONS)
+
+site-private: venv
+	$(BIN)/python site/build_site.py --private --out build/site-private $(SITE_OPTIONS)
 
 clean:
 	rm -rf $(VENV) results runs

@@ -37,6 +37,7 @@ from .models import build
 from .sensitivity import layer_sensitivity, neuron_sensitivity, sensitive_neurons
 from .utils import seed_everything
 
+#: The package's version (the distribution ``nslib-course``).
 __version__ = "0.1.0"
 
 _LAZY = ("ablation", "recipes", "fusion", "trainconfig", "training", "runstate", "distributed", "evaluation",

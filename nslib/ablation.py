@@ -47,7 +47,9 @@ __all__ = ["Neurons", "select_neurons", "selection_split", "neuron_means", "deac
 
 #: Chosen neurons: ``{layer (dotted name or module): indices along dim 1}``.
 Neurons = Mapping[LayerSpec, Union[Sequence[int], torch.Tensor]]
+#: How :func:`select_neurons` picks k neurons: the k largest scores, k at random, the k smallest.
 SELECTIONS = ("top", "random", "bottom")
+#: The two ablations of E3: :func:`stabilise` (benign outputs on adversarial inputs) and :func:`deactivate` (a constant).
 MODES = ("stabilise", "deactivate")
 
 

@@ -29,7 +29,9 @@ __all__ = [
     "load_checkpoint", "load_pretrained", "pretrained_names", "pretrained_path", "update_manifest", "upgrade_recipe",
 ]
 
+#: The checkpoint format this nslib writes; a newer one is refused with a hint to upgrade.
 FORMAT_VERSION = 1
+#: Folder of the shipped checkpoints and their ``manifest.json``, inside the installed package.
 CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoints"
 MANIFEST = "manifest.json"
 #: ``arch`` prefix of a checkpoint of a model nslib.models.build cannot make (any nn.Module).

@@ -482,6 +482,8 @@ def setting_defaults(name: str, recipe: str) -> dict:
 
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m nslib``: one subcommand per entry of ``COMMANDS`` (``train_defaults``:
+    the defaults of ``train``'s options, a setting's recipe for example)."""
     parser = argparse.ArgumentParser(
         prog="python -m nslib",
         description="nslib: neuron sensitivity and Sensitive Neuron Stabilizing (SNS). "

@@ -53,6 +53,7 @@ class DatasetInfo:
 
 
 _DIGITS = tuple(str(i) for i in range(10))
+#: The data sets nslib knows, by name: ``load(name, split)`` serves them.
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", 1, 28, (0.1307,), (0.3081,), _DIGITS,
                            "embedded: mnist5k.npz, shipped in the package (sha256-checked)", 0.3),

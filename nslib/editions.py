@@ -27,6 +27,7 @@ import nbformat
 __all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition", "clean_notebook",
            "add_grading", "NBGRADER_CONFIG"]
 
+#: The lines around a solution in an exercise cell of the instructor edition (as in nbgrader).
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your code.")'
 #: An open question's instructor answer: a markdown cell starting with this.

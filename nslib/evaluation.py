@@ -638,12 +638,13 @@ def format_layer_table(values: dict[str, dict[str, float]], layers: list[str] | 
     return "\n".join(lines)
 
 
+#: The columns of a robustness table saved by ``save_csv``, in order.
 CSV_COLUMNS = ("model", "attack", "kind", "norm", "eps", "steps", "alpha", "restarts", "loss", "accuracy", "n",
                "stages", "flags")
 
 
 def save_csv(rows: list[dict], path) -> None:
-    """Write the tidy rows to ``path`` as CSV (flags joined with ``; ``)."""
+    """Write the tidy rows to ``path`` as CSV (flags joined with ``"; "``)."""
     import csv
     from pathlib import Path
 

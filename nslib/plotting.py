@@ -228,7 +228,7 @@ def plot_ablation_grid(summaries: Mapping[tuple[str, str], Sequence[dict]], *,
     Args:
         summaries (dict): ``{(layer, mode): summary}``, each summary from
             :func:`nslib.ablation.summarise_sweep` (or the sweep's records).
-        title (str, optional): the figure's title (a ``"\n"`` breaks a long one).
+        title (str, optional): the figure's title (a ``"\\n"`` breaks a long one).
         metric (str, optional): ``"accuracy"`` or ``"success_rate"``. Default: ``"accuracy"``.
     """
     if not summaries:

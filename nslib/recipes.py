@@ -128,9 +128,10 @@ def sns_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, net: nn.Modu
     activations of ``x`` and ``x'`` are captured with graph-keeping hooks during the two
     forward passes the loss needs anyway (one on ``x'`` for the CE, one on ``x``), so an
     SNS step costs PGD-AT's plus one forward (and its backward) on ``x``; with ``fuse`` the
-    two are one pass on ``cat([x', x])`` (``nslib.fusion``).
+    two are one pass on ``cat([x', x])`` (``nslib.fusion``). The arguments below are the open
+    choices of SNS, all ours.
 
-    Args (the open choices of SNS, all ours):
+    Args:
         lam (float, optional): the penalty weight lambda. Default: ``0.01``.
         layers (list of str, optional): constrained layers. Default: :func:`sns_layers`.
         k (int or float, optional): top-k per layer, a count or a fraction of the layer's
@@ -286,6 +287,7 @@ def _two_forwards(model, x, x_adv, store: dict | None = None, fuse: bool = False
     return logits, logits_adv
 
 
+#: The training losses by name: ``RECIPES[name](model, x, y, ...)`` returns ``(loss, stats)``.
 RECIPES: dict[str, Callable] = {
     "standard": standard_loss,
     "pgd_at": pgd_at_loss,

@@ -7,12 +7,14 @@ A setting is one small declarative description (:class:`Setting`). ``python -m n
 :data:`REGISTRY`: ``fashion-mnist-smallcnn`` is the MNIST entry with another data set (and so
 that data set's eps, ``nslib.data.DatasetInfo.eps``).
 
-| setting | data | model | eps | recipes |
-|---|---|---|---|---|
-| ``mnist-smallcnn`` (default) | ``mnist5k`` (embedded) | ``smallcnn`` | 0.3 | Adam 1e-3, 40 epochs, eps ramp over 16 |
-| ``fashion-mnist-smallcnn`` | ``fashion-mnist`` (``python -m nslib download fashion-mnist``) | ``smallcnn`` | 0.1 | as MNIST |
-| ``cifar10-resnet18`` | ``cifar10`` (``python -m nslib download cifar10``) | PreAct ResNet-18 | 8/255 | SGD 0.1, momentum 0.9, weight decay 5e-4, step schedule, crop+flip |
-| ``cifar10-vgg16`` | ``cifar10`` | VGG-16 with batch norm | 8/255 | as ResNet-18 |
+The settings::
+
+    | setting | data | model | eps | recipes |
+    |---|---|---|---|---|
+    | mnist-smallcnn (default) | mnist5k (embedded) | smallcnn | 0.3 | Adam 1e-3, 40 epochs, eps ramp over 16 |
+    | fashion-mnist-smallcnn | fashion-mnist (python -m nslib download fashion-mnist) | smallcnn | 0.1 | as MNIST |
+    | cifar10-resnet18 | cifar10 (python -m nslib download cifar10) | PreAct ResNet-18 | 8/255 | SGD 0.1, momentum 0.9, weight decay 5e-4, step schedule, crop+flip |
+    | cifar10-vgg16 | cifar10 | VGG-16 with batch norm | 8/255 | as ResNet-18 |
 
 The CIFAR-10 recipes follow the common PGD-AT baseline (Madry et al. 2018; Rice et al. 2020;
 Pang et al. 2021, "Bag of tricks for adversarial training"): SGD with momentum 0.9, learning
@@ -46,17 +48,18 @@ class Setting:
 
     Attributes:
         name (str): ``"cifar10-resnet18"``; the ``--setting`` of the command line.
-        dataset (str): an ``nslib.data`` name. arch (str): an ``nslib.models`` name.
+        dataset (str): an ``nslib.data`` name.
+        arch (str): an ``nslib.models`` name.
         eps (float): the L-inf budget of training and evaluation.
         recipes (mapping): recipe name (:data:`RECIPE_NAMES`) -> ``train()`` settings
             (``recipe``, ``epochs`` and every training setting and recipe option).
         augment (bool): random crop + flip on the training images.
         layers (tuple of str): the layers E1/E2 measure, in forward order.
         sns_layers (tuple of str): the layers SNS constrains (``recipes["sns"]["layers"]``).
-        ablation_layers (tuple of str): E3's layers. feature_layer (str): E4's layer.
+        ablation_layers (tuple of str): E3's layers.
+        feature_layer (str): E4's layer.
         distribution_layers (tuple of str): the four layers of E2's figure.
         prefix (str): model names are ``f"{prefix}_{recipe}"`` (``mnist_pgd_at``).
-        augment (bool): random crop + flip on the training images.
         sweep (mapping): E7's reduced training budget (``nslib.sweep``): ``train_n`` images,
             ``test_n`` evaluation images and ``train()`` settings.
         quick_epochs (int): the epochs of every model in quick mode when the setting ships no

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: The extras environment.yml installs beside the runtime dependencies (every one pyproject.toml has).
-MIRRORED_EXTRAS = {"course", "test", "classroom"}
+MIRRORED_EXTRAS = {"course", "test", "classroom", "site"}
 
 
 def _pyproject_requirements():
@@ -44,7 +44,8 @@ def test_environment_yml_mirrors_pyproject():
 
 
 def _names(requirements):
-    return {re.split(r"[<>=!~ \[;]", r)[0].lower() for r in requirements}
+    """The project names, normalised as PEP 503 does (pip freeze writes ``sphinx_design`` for ``sphinx-design``)."""
+    return {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;]", r)[0]).lower() for r in requirements}
 
 
 def test_runtime_dependencies_are_the_agreed_ones_and_no_notebook_server():

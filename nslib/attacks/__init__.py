@@ -18,4 +18,5 @@ from .pgd import PGD, pgd
 
 __all__ = ["Attack", "FGSM", "BIM", "PGD", "MIM", "CW", "fgsm", "bim", "pgd", "mim", "cw", "ATTACKS"]
 
+#: Attack classes by name, for attack specs such as ``{"attack": "pgd", "steps": 40}``.
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mim": MIM, "cw": CW}

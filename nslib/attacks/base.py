@@ -31,7 +31,9 @@ from ..utils import check_eps, check_images, check_labels, eval_mode, start_rang
 __all__ = ["Attack", "attack_context", "prepare", "prepare_deferred", "check_steps", "check_choice", "margin",
            "adversarial_loss", "input_gradient", "project_linf", "project_l2", "LOSSES", "NORMS"]
 
+#: The losses an attack can ascend: cross-entropy, or the C&W margin.
 LOSSES = ("ce", "cw")
+#: The threat models: an L-inf ball or an L2 ball of radius eps.
 NORMS = ("Linf", "L2")
 
 

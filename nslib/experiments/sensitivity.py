@@ -5,7 +5,7 @@ E1: how much each layer's output changes between a benign input and its adversar
 and training seed by training seed (``ctx.common_seeds()``), reported as the mean and standard
 deviation over the seeds; the paper's Finding 2 is that robust models are less sensitive
 than the standard one. Beside the raw sensitivity (in each model's own activation units)
-E1 reports the relative one, sigma / mean |F_l(x)| (``nslib.sensitivity.relative_sensitivity``):
+E1 reports the relative one, ``sigma / mean |F_l(x)|`` (``nslib.sensitivity.relative_sensitivity``):
 an L1 change can be lowered by shrinking the activations alone, so the verdict follows the
 relative numbers where the two disagree. E2: the distribution of sigma over the neurons of
 a layer: a long tail of a few very sensitive neurons; shown for training seed 0 only.

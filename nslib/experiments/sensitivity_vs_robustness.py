@@ -11,7 +11,7 @@ every point.
 
 The scale control: raw sensitivity is in activation units, and a model can lower it by
 shrinking its activations. The logs record no activation scale, so the relative
-sensitivity (sigma / mean |F_l(x)|, ``nslib.sensitivity.relative_sensitivity``) is measured
+sensitivity (``sigma / mean |F_l(x)|``, ``nslib.sensitivity.relative_sensitivity``) is measured
 for the final epoch only, where the checkpoint holds that epoch's weights: the scale is
 measured on the first ``EVAL_N`` test images (the images the log's sensitivity was
 measured on), and the relative sensitivity is the mean over the three layers of each
