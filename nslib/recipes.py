@@ -21,7 +21,7 @@ kept across steps and checkpointed. A recipe's *options* are its other keyword-o
 parameters, with their defaults in its signature: :func:`recipe_options` reads them and
 :func:`check_options` rejects any other name, so a misspelt option is an error, never
 silently ignored. ``stats`` is a dict of floats averaged over the epoch for the log.
-Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
+Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 

@@ -63,8 +63,11 @@ def test_checkers_fail_the_stub_and_pass_the_solution(path, monkeypatch):
     for i in indices:
         solution = notebook.cells[i].source
         stub = editions.strip_solutions(solution)
-        solved = _run([setup, solution], {"__name__": "__main__"})
+        namespace = {"__name__": "__main__"}
+        solved = _run([setup, solution], namespace)
         assert "[PASS]" in solved and "[FAIL]" not in solved, f"cell {i} solution:\n{solved}"
+        check = getattr(namespace["exercises"], editions._CHECK_CALL.match(solution.rstrip().splitlines()[-1]).group(1))
+        assert solved.count("[PASS]") == check.checks, f"cell {i}: `checks` of {check.__name__} is stale"
         unsolved = _run([setup, stub], {"__name__": "__main__"})
         assert "[FAIL]" in unsolved and "[PASS]" not in unsolved, f"cell {i} stub:\n{unsolved}"
 
@@ -80,8 +83,9 @@ def test_notebooks_carry_no_machine_noise(path):
 def test_checker_turns_errors_into_fail_lines_and_returns_the_outcome(capsys):
     """A student's exception, or a result the checker cannot compare, is a [FAIL] line naming
     the problem, never a traceback; the returned Checked is true only when everything passed."""
+    import torch
+
     from nslib import exercises
-    from nslib.models import Normalize
 
     def raises(x, mean, std):
         raise ValueError("bad channel count")
@@ -89,33 +93,145 @@ def test_checker_turns_errors_into_fail_lines_and_returns_the_outcome(capsys):
     result = exercises.check_normalize(raises)
     out = capsys.readouterr().out
     assert not result and result.failed == 1
-    assert "[FAIL]" in out and "ValueError: bad channel count" in out and "tensor of shape (4, 1, 5, 5)" in out
+    assert "[FAIL]" in out and "ValueError: bad channel count" in out and "tensor([0.5, 1.0, 0.0, 0.25]" in out
 
     result = exercises.check_success_rate(lambda clean, adv, labels: "two thirds")  # float() cannot take it
     out = capsys.readouterr().out
     assert not result and "[FAIL]" in out and "could not be checked (ValueError" in out
 
-    result = exercises.check_normalize(lambda x, mean, std: Normalize(mean, std)(x))
+    result = exercises.check_normalize(lambda x, mean, std: (x - torch.tensor(mean).view(1, -1, 1, 1))
+                                       / torch.tensor(std).view(1, -1, 1, 1))
     out = capsys.readouterr().out
-    assert result and result.passed == 2 and "[FAIL]" not in out
-    assert repr(result) == "Checked(passed=2, failed=0)"
+    assert result and result.passed == 3 and "[FAIL]" not in out
+    assert repr(result) == "Checked(passed=3, failed=0, checks=3, score=1.00)"
 
 
-def test_require_is_silent_on_a_pass_and_raises_the_fail_lines(capsys):
-    """The autograded test cells: nothing printed when the exercise passes; an ExerciseFailed
-    carrying only the [FAIL] lines (no traceback in IPython) when it does not."""
+def _success_rate(clean, adv, labels):
+    correct = clean == labels
+    return ((correct & (adv != labels)).sum() / correct.sum()).item()
+
+
+def test_grade_prints_one_line_and_scores_only_under_the_grader(capsys, monkeypatch):
+    """The test cell: one line for the student (no value, so Run All goes on); under nbgrader the
+    [FAIL] lines too, and the points earned as the cell's value (nbgrader's partial credit)."""
+    from nslib.exercises.grading import grade
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert grade("check_success_rate", _success_rate, 1, "success_rate") is None
+    assert capsys.readouterr().out == "success_rate passes all 3 checks (1 of 1 points).\n"
+    assert grade("check_success_rate", lambda clean, adv, labels: 0.0, 1, "success_rate") is None
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "does not pass yet" in out and "goes on without it" in out, out
+    assert grade("check_success_rate", None, 1, "success_rate") is None
+    assert "is not defined: run its exercise cell" in capsys.readouterr().out
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert grade("check_success_rate", _success_rate, 1, "success_rate") == 1
+    assert grade("check_success_rate", lambda clean, adv, labels: 0.0, 1, "success_rate") == 0
+    out = capsys.readouterr().out
+    assert "[FAIL] success rate on clean_pred=[0, 1, 2, 3]" in out
+    assert grade("check_success_rate", lambda *a: 1 / 0, 1, "success_rate") == 0  # an error is a [FAIL], not raised
+    assert "ZeroDivisionError" in capsys.readouterr().out
+    from nslib import exercises
+    assert exercises.check_success_rate(_success_rate).passed == 0  # the exercise cell leaves it to the test cell
+    assert capsys.readouterr().out == "(graded by the test cell below)\n"
+
+
+def test_partial_credit_counts_checks_once_a_main_check_passes(capsys):
+    """A PGD with one or two mistakes earns its share of the 10 checks; a function that only adds
+    noise (no attack) passes side checks but no main check, and earns nothing."""
+    import torch
+
     from nslib import exercises
 
-    exercises.require(exercises.check_success_rate,
-                      lambda clean, adv, labels: ((clean == labels) & (adv != labels)).sum().item()
-                      / (clean == labels).sum().item())
-    assert capsys.readouterr().out == ""
-    with pytest.raises(exercises.ExerciseFailed) as failure:
-        exercises.require(exercises.check_success_rate, lambda clean, adv, labels: 0.0)
-    assert capsys.readouterr().out == ""
-    lines = failure.value._render_traceback_()
-    assert lines and all(line.startswith("[FAIL] success rate") for line in lines)
-    assert "expected 0.6667, got 0.0000" in lines[0]
+    no_projection = exercises.check_pgd(lambda *args: _pgd(*args, project=False))
+    assert 0 < no_projection.score < 1 and no_projection.score == no_projection.passed / 10, no_projection
+    assert exercises.check_pgd(lambda *args: _pgd(*args, restore=False, backward=True)).score == 0.8
+
+    def noise(model, images, labels, eps, alpha, steps):
+        return (images + torch.empty_like(images).uniform_(-eps, eps)).clamp(0, 1)
+
+    result = exercises.check_pgd(noise)
+    assert result.passed >= 5 and result.score == 0, result
+    assert exercises.check_success_rate(lambda clean, adv, labels: 0.0).score == 0  # right only where the rate is 0
+    capsys.readouterr()
+
+
+def test_grading_uses_a_fresh_copy_of_the_checker_and_its_references(capsys, monkeypatch):
+    """Rebinding the checkers, their helpers or the reference implementations in the kernel does not
+    change a grade: the test cell grades with modules imported anew from the installed files."""
+    import nslib.attacks
+    import nslib.exercises.checking
+    import nslib.exercises.lesson01
+    from nslib import exercises
+    from nslib.exercises.grading import grade
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+
+    def stub(model, images, labels, eps):
+        raise NotImplementedError
+
+    def zeros(model, images, labels, eps=0.1):
+        return images * 0
+
+    passed = type(exercises.check_fgsm(_success_rate))([(True, True)], 3)
+    monkeypatch.setattr(exercises, "check_fgsm", lambda fn: passed)
+    monkeypatch.setattr(nslib.exercises.lesson01, "check_fgsm", lambda fn: passed)
+    monkeypatch.setattr(nslib.exercises.checking, "_report", lambda *a, **k: True)
+    monkeypatch.setattr(nslib.attacks, "fgsm", zeros)  # the reference the checker compares with
+    assert grade("check_fgsm", stub, 2, "my_fgsm") == 0
+    assert grade("check_fgsm", zeros, 2, "my_fgsm") == 0
+    monkeypatch.undo()
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert nslib.attacks.fgsm is not zeros and exercises.check_fgsm is not passed  # the kernel's modules are back
+    capsys.readouterr()
+
+
+def test_a_runaway_function_is_stopped_with_a_fail_line(capsys, monkeypatch):
+    from nslib import exercises
+    from nslib.exercises import checking
+
+    monkeypatch.setattr(checking, "BUDGET_S", 1)
+
+    def forever(clean, adv, labels):
+        while True:
+            pass
+
+    result = exercises.check_success_rate(forever)
+    out = capsys.readouterr().out
+    assert not result and result.score == 0 and "still running after 1 s" in out, out
+
+
+def test_yours_or_hands_on_the_students_function_only_once_it_passes(capsys):
+    from nslib import exercises
+
+    def fallback(clean, adv, labels):
+        return 0.5
+
+    def mine(clean, adv, labels):
+        return _success_rate(clean, adv, labels)
+
+    assert exercises.yours_or("mine", {"mine": mine}, fallback, "nslib's") == (fallback, "nslib's")
+    assert capsys.readouterr().out == "using nslib's until your mine passes its checks\n"
+    assert exercises.yours_or("mine", {}, fallback, "nslib's")[0] is fallback  # the cell was skipped
+    exercises.check_success_rate(mine)
+    capsys.readouterr()
+    assert exercises.yours_or("mine", {"mine": mine}, fallback, "nslib's") == (mine, "your mine")
+    assert capsys.readouterr().out == "using your mine (it passes its checks)\n"
+
+
+def test_an_error_names_the_line_of_the_students_code(capsys):
+    """The hint never refers to a traceback the checker hid: the [FAIL] line quotes the line that raised."""
+    from nslib import exercises
+
+    def normalize(x, mean, std):
+        scale = torch_tensor(std)
+        return (x - 1) / scale
+
+    exercises.check_normalize(normalize)
+    out = capsys.readouterr().out
+    assert "NameError" in out and "at `scale = torch_tensor(std)`" in out and "Traceback" not in out, out
+    assert "read the line the error points to" not in out
 
 
 # --- 03_sensitive_neurons_and_ablation: the diagnostics of check_stabilising_hook ----------------
@@ -143,7 +259,7 @@ def _stabilising_hook(indices, benign_output, *, mistake=None):
 @pytest.mark.parametrize("mistake, message", [
     (None, None),
     ("no return", "returned None: it changed `output` in place"),
-    ("in place", "wrote into the layer's own output tensor: clone it first"),
+    ("in place", "wrote into the layer's own output tensor: patch a copy"),
     ("benign mutated", "changed benign_output (the stored benign tensor)"),
     ("dim 0", "replaced along dim 0; neurons lie along dim 1"),
     ("all neurons", "every neuron of the layer was replaced"),
