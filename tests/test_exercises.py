@@ -559,3 +559,174 @@ def test_student_edition_reads_as_written_for_students(path):
     for index, cell in enumerate(student.cells):
         for word in ("BEGIN SOLUTION", "Instructor answer", "NBVAL", "nbval", "nbgrader", "autograde"):
             assert word not in cell.source, f"{path.name} cell {index} shows {word!r} to students"
+
+
+# --- forbidden shortcuts: an answer that calls the implementation it should write scores 0 ---------
+
+def _cheats() -> dict:
+    """``{(checker, forbidden implementation): an answer that calls it}``, one per ``forbid`` entry."""
+    import torch
+
+    import nslib.ablation
+    import nslib.attacks
+    import nslib.hooks
+    import nslib.models
+    import nslib.recipes
+    import nslib.sensitivity
+    import nslib.training
+
+    def identity_layer(output, patch):  # run ``output`` through a one-layer model patched by nslib.ablation
+        wrapper = torch.nn.Sequential(torch.nn.Identity())
+        with patch(wrapper):
+            return wrapper(output)
+
+    def stabilising(indices, benign):
+        index = torch.tensor(indices)
+        return lambda module, inputs, output: identity_layer(output, lambda w: nslib.ablation._patched(
+            {"0": (w[0], index)}, nslib.ablation._from_stored({"0": benign[:, index]})))
+
+    def trades(clean, adv):
+        logits = iter([adv, clean])  # the loss's two forward passes: x' first, then x
+        _, parts = nslib.recipes.trades_loss(lambda _: next(logits), clean, clean.argmax(1), net=None, eps=0,
+                                             alpha=0, steps=0, beta=1.0)
+        return torch.tensor(parts["kl"])
+
+    def relative(model, benign, adversarial, layer):
+        sigma = nslib.sensitivity.neuron_sensitivity(model, benign, adversarial, [layer])
+        scale = nslib.sensitivity.activation_scale(model, benign, [layer])
+        return nslib.sensitivity.relative_sensitivity(nslib.sensitivity.layer_sensitivity(sigma), scale)[layer]
+
+    def step(loss_fn):
+        def run(model, optimizer, images, labels, *args):
+            loss = loss_fn(model, images, labels, *args)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+        return run
+
+    cheats = {
+        ("check_normalize", "nslib.models.Normalize"): lambda x, mean, std: nslib.models.Normalize(mean, std)(x),
+        ("check_neuron_count", "nslib.hooks.summary"): lambda model, layer, example: next(
+            row["neurons"] for row in nslib.hooks.summary(model, example) if row["name"] == layer),
+        ("check_fgsm", "nslib.attacks"): lambda model, x, y, eps: nslib.attacks.fgsm(model, x, y, eps=eps),
+        ("check_pgd", "nslib.attacks"): lambda model, x, y, eps, alpha, steps: nslib.attacks.pgd(
+            model, x, y, eps=eps, alpha=alpha, steps=steps),
+        ("check_sensitivity_from_activations", "nslib.sensitivity"): lambda a, b: nslib.sensitivity.neuron_distance(
+            a, b).mean(0),
+        ("check_top_k_neurons", "nslib.sensitivity"): lambda sigma, k: nslib.sensitivity.sensitive_neurons(
+            {"layer": sigma}, k=k)["layer"],
+        ("check_top_k_neurons", "nslib.ablation"): lambda sigma, k: nslib.ablation.select_neurons(sigma, k),
+        ("check_deactivation_hook", "nslib.ablation"): lambda indices: lambda module, inputs, output: identity_layer(
+            output, lambda w: nslib.ablation.deactivate(w, {"0": indices})),
+        ("check_stabilising_hook", "nslib.ablation"): stabilising,
+        ("check_trades_kl", "nslib.recipes"): trades,
+        ("check_sns_penalty", "nslib.recipes"): lambda a, b, k: nslib.sensitivity.neuron_distance(a, b)[
+            :, nslib.recipes._top_neurons({}, "l", nslib.sensitivity.neuron_distance(a, b).detach().mean(0), 0, k,
+                                          None, 0, 0.9)].sum() / a.shape[0],
+        ("check_eps_ramp", "nslib.training"): lambda *args: nslib.training.ramp(*args),
+        ("check_relative_sensitivity", "nslib.sensitivity.relative_sensitivity"): relative,
+        ("check_relative_sensitivity", "nslib.sensitivity.activation_scale"): relative,
+        ("check_pgd_at_step", "nslib.recipes"): step(lambda model, x, y, eps, alpha, steps: nslib.recipes.pgd_at_loss(
+            model.train(), x, y, net=model, eps=eps, alpha=alpha, steps=steps)[0]),
+        ("check_sns_step", "nslib.recipes"): step(lambda model, x, y, layers, k, lam, eps, alpha, steps: (
+            nslib.recipes.sns_loss(model.train(), x, y, net=model, eps=eps, alpha=alpha, steps=steps, state={},
+                                   lam=lam, layers=layers, k=k)[0])),
+    }
+    try:
+        import torchattacks
+    except ImportError:
+        return cheats
+    cheats[("check_fgsm", "torchattacks")] = lambda model, x, y, eps: torchattacks.FGSM(model, eps=eps)(x, y)
+    cheats[("check_pgd", "torchattacks")] = lambda model, x, y, eps, alpha, steps: torchattacks.PGD(
+        model, eps=eps, alpha=alpha, steps=steps)(x, y)
+    return cheats
+
+
+def _forbidden_pairs() -> set:
+    import importlib.util
+
+    from nslib import exercises
+
+    checkers = [getattr(exercises, name) for name in exercises.__all__ if name.startswith("check_")]
+    return {(check.__name__, spec) for check in checkers for spec in check.forbid
+            if spec != "torchattacks" or importlib.util.find_spec("torchattacks")}
+
+
+def test_every_forbidden_implementation_has_a_cheating_answer_in_the_tests():
+    assert set(_cheats()) == _forbidden_pairs()
+
+
+@pytest.mark.parametrize("check, spec", sorted(_forbidden_pairs()))
+def test_an_answer_that_calls_the_forbidden_implementation_scores_zero(check, spec, capsys):
+    from nslib import exercises
+
+    result = getattr(exercises, check)(_cheats()[(check, spec)])
+    out = capsys.readouterr().out
+    assert not result and result.score == 0 and result.shortcut and spec in result.shortcut, out
+    assert "your code calls " in out and spec in out and "write yourself" in out, out
+
+
+def _exercise_prose(notebook, index: int) -> str:
+    """The exercise's statement (the markdown from its ``**Exercise`` cell on) and its cell."""
+    text, i = [notebook.cells[index].source], index - 1
+    while i >= 0 and notebook.cells[i].cell_type == "markdown":
+        text.append(notebook.cells[i].source)
+        if "**Exercise" in notebook.cells[i].source:
+            break
+        i -= 1
+    return "\n".join(reversed(text))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_nslib_function_an_exercise_names_is_allowed_or_forbidden(path):
+    """An exercise's text names nslib's functions either as tools (``allow``) or as the reference its
+    checker compares with, which the answer must not call (``forbid``, a failing case above)."""
+    import re
+
+    from nslib import exercises
+
+    notebook = nbformat.read(path, as_version=4)
+    pattern = re.compile(r"\b(?:nslib\.)?(attacks|ablation|hooks|sensitivity|training|recipes|models|evaluation)"
+                         r"\.(\w+)")
+    for index in editions.exercise_cells(notebook):
+        check = getattr(exercises, editions._CHECK_CALL.match(
+            notebook.cells[index].source.rstrip().splitlines()[-1]).group(1))
+        spans = re.findall(r"`([^`]+)`", _exercise_prose(notebook, index))
+        named = {f"nslib.{m}.{a}" for span in spans for m, a in pattern.findall(span)}
+        known = check.allow + check.forbid
+        unclassified = [n for n in named if not any(n == k or n.startswith(k + ".") for k in known)]
+        assert not unclassified, f"{check.__name__}: add {unclassified} to its allow or forbid"
+
+
+@pytest.mark.parametrize("check, wrong, shown", [
+    ("check_success_rate", lambda clean, adv, labels: ((clean == labels) & (adv != labels)).float().mean().item(),
+     ["clean_pred=[0, 1, 2, 3], adv_pred=[0, 5, 5, 3], labels=[0, 1, 2, 9]", "divide by how many those are"]),
+    ("check_stabilised_success_rate", lambda model, benign, adversarial, labels, neurons: 0.5,
+     ["benign images", "classified correctly by the plain model", "hint:"]),
+    ("check_trades_kl", lambda clean, adv: (adv.softmax(1) * (adv.log_softmax(1) - clean.log_softmax(1))).sum(1).mean(),
+     ["logits_clean = [[0.0, 0.0]]", "the clean prediction p(x) is the reference distribution"]),
+    ("check_eps_ramp", lambda eps, epoch, step, steps, warmup: eps * min(1.0, (epoch + step / steps) / warmup),
+     ["eps_ramp(eps=0.3, epoch=0, step=49, steps_per_epoch=100, warmup_epochs=16)", "the current batch counts"]),
+    ("check_sensitivity_ratio", lambda a, b: {layer: 1.0 for layer in a}, ["sigma_a = [1.0, 2.0, 3.0]", "hint:"]),
+    ("check_normalize", lambda x, mean, std: x - mean[0], ["x = [[[[0.5, 1.0]], [[0.0, 0.25]]]]", "hint:"]),
+])
+def test_a_wrong_number_shows_the_inputs_and_a_hint(check, wrong, shown, capsys):
+    from nslib import exercises
+
+    getattr(exercises, check)(wrong)
+    out = capsys.readouterr().out
+    assert all(text in out for text in shown) and "Traceback" not in out, out
+
+
+def test_an_in_place_deactivation_hook_fails_and_says_why_it_must_return_a_copy(capsys):
+    from nslib import exercises
+
+    def in_place(indices):
+        def hook(module, inputs, output):
+            output[:, indices] = 0
+        return hook
+
+    assert not exercises.check_deactivation_hook(in_place)
+    out = capsys.readouterr().out
+    assert "returned None: it changed `output` in place" in out and "autograd may keep it" in out, out

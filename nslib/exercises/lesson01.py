@@ -53,7 +53,7 @@ def _fgsm_mistake(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                                              "with the gradient taken with respect to the images")
 
 
-@checker(checks=3, forbid=("nslib.evaluation",))
+@checker(checks=3)
 def check_success_rate(fn: Callable) -> Checked:
     """``fn(clean_pred, adv_pred, labels)``: among inputs classified correctly when clean,
     the fraction whose adversarial prediction is wrong."""

@@ -87,7 +87,7 @@ def _top_k_mistake(sigma: torch.Tensor, k: int, got, expected: list[int]) -> str
     return "not the k largest values"
 
 
-@checker(checks=2, forbid=("nslib.sensitivity", "nslib.experiments"))
+@checker(checks=2)
 def check_sensitivity_ratio(fn: Callable) -> Checked:
     """``fn(sigma_a, sigma_b)`` must return ``{layer: mean(sigma_a[layer]) / mean(sigma_b[layer])}``."""
     gen = torch.Generator().manual_seed(0)

@@ -79,7 +79,7 @@ def _deactivation_diagnosis(got: torch.Tensor, output: torch.Tensor, indices) ->
     return f"only the neurons {indices} (along dim 1) should change, to 0, for every image of the batch"
 
 
-@checker(checks=3, forbid=("nslib.experiments", "nslib.ablation.ablation_sweep"), allow=("nslib.ablation.stabilise",))
+@checker(checks=3, allow=("nslib.ablation.stabilise",))
 def check_stabilised_success_rate(fn: Callable) -> Checked:
     """``fn(model, benign, adversarial, labels, neurons)`` must return the attack success rate
     when ``neurons`` (``{layer: indices}``) are stabilised: among the benign inputs the plain

@@ -12,10 +12,10 @@ from .checking import Checked, _call, _close, _report, checker
 __all__ = ["check_sns_penalty", "check_trades_kl", "check_eps_ramp", "check_pgd_at_step", "check_sns_step"]
 
 
-_TRAINING = ("nslib.recipes", "nslib.training")
+_LOSSES = ("nslib.recipes",)  # the training losses of nslib: PGD-AT, TRADES, SNS
 
 
-@checker(checks=6, forbid=_TRAINING, allow=("nslib.sensitivity.neuron_distance",))
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.sensitivity.neuron_distance",))
 def check_sns_penalty(fn: Callable) -> Checked:
     """``fn(benign_act, adv_act, k)`` must return the SNS penalty of one layer on one batch:
     ``sum_{i in topk} (1/N) sum_j (1/dim) ||F^i(x_j) - F^i(x'_j)||_1``, the ``k`` (an int)
@@ -67,7 +67,7 @@ def check_sns_penalty(fn: Callable) -> Checked:
                 "neurons detached, and are the distances averaged over the batch?", core=False)
 
 
-@checker(checks=3, forbid=_TRAINING)
+@checker(checks=3, forbid=_LOSSES)
 def check_trades_kl(fn: Callable) -> Checked:
     """``fn(logits_clean, logits_adv)`` must return TRADES' robustness term
     ``KL(softmax f(x) || softmax f(x'))``, summed over classes and averaged over the batch."""
@@ -115,7 +115,7 @@ def _kl_mistake(value: float | None, clean: torch.Tensor, adv: torch.Tensor, kl:
     return "with p = softmax(clean logits) and q = softmax(adversarial logits), KL(p || q) = sum_c p_c (log p_c - log q_c) per image"
 
 
-@checker(checks=7, forbid=_TRAINING)
+@checker(checks=7, forbid=("nslib.training",))
 def check_eps_ramp(fn: Callable) -> Checked:
     """``fn(eps, epoch, step, steps_per_epoch, warmup_epochs)`` must return the linear eps
     warm-up of ``nslib.training.ramp``: ``eps * min(1, (epoch + (step + 1) / steps_per_epoch)
@@ -219,7 +219,7 @@ def _match_update(name: str, used: torch.Tensor, expected: torch.Tensor,
     return _report(name, False, detail)
 
 
-@checker(checks=6, forbid=_TRAINING, allow=("nslib.attacks.PGD", "nslib.attacks.pgd"))
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.attacks.PGD", "nslib.attacks.pgd"))
 def check_pgd_at_step(fn: Callable) -> Checked:
     """``fn(model, optimizer, images, labels, eps, alpha, steps)`` must make ``x'`` by PGD (random
     start, ``nslib.attacks.pgd``) with the model in eval mode, then take one optimizer step on
@@ -336,7 +336,7 @@ def _sns_variants(x_adv, x, y, layers, k, lam) -> list[tuple[float, torch.Tensor
     return out
 
 
-@checker(checks=6, forbid=_TRAINING, allow=("nslib.hooks.capture", "nslib.attacks.PGD",
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.hooks.capture", "nslib.attacks.PGD",
                                             "nslib.sensitivity.neuron_distance"))
 def check_sns_step(fn: Callable) -> Checked:
     """``fn(model, optimizer, images, labels, layers, k, lam, eps, alpha, steps)`` must take one SNS
