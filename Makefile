@@ -3,8 +3,11 @@
 #   make test        - install what tests need, run pytest and nbval over notebooks/
 # Both create and reuse the virtual environment in $(VENV). Also:
 #   make test-fast      - pytest without the slow end-to-end tests (the newcomer test) and notebooks
-#   make lab            - JupyterLab on student/, the student edition (exercises without solutions)
+#   make lab            - JupyterLab on student/, the student edition (exercises without solutions),
+#                         without nbgrader's instructor menus
 #   make lab-instructor - JupyterLab on notebooks/, the instructor edition (with solutions)
+#   make hub            - dist/hub/: the wheel and the student edition, what a JupyterHub needs
+#                         (no solutions; docs/instructor.md section 6)
 #   make lock           - re-resolve every dependency to its newest release, record it in constraints.txt
 
 PYTHON ?= python3
@@ -18,7 +21,7 @@ EXTRAS := course,test,classroom
 # CI's quick mode for the notebooks: shipped checkpoints, small N, few epochs.
 export NSLIB_QUICK ?= 1
 
-.PHONY: venv reproduce test test-fast lab lab-instructor student clean lock
+.PHONY: venv reproduce test test-fast lab lab-instructor student hub clean lock
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +44,13 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not slow" -x -q -p no:cacheprovider
 
+# A Jupyter config folder that hides nbgrader's instructor menus (formgrader, create assignment,
+# course list); the student's assignment list and Validate stay.
+STUDENT_LAB := $(VENV)/student-lab
+
 lab: venv
-	$(BIN)/jupyter lab student/
+	$(BIN)/python -m nslib.classroom student-lab $(STUDENT_LAB)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/$(STUDENT_LAB) $(BIN)/jupyter lab student/
 
 lab-instructor: venv
 	$(BIN)/jupyter lab notebooks/
@@ -52,8 +60,14 @@ student: venv
 	$(BIN)/python -m nslib clean-notebooks
 	$(BIN)/python -m nslib student
 
+# The hub bundle: the wheel (nslib with its data, no notebooks/ or docs/) and the student edition.
+hub: venv
+	rm -rf dist/hub
+	$(BIN)/python -m build --wheel --outdir dist/hub .
+	cp -r student dist/hub/student
+
 clean:
-	rm -rf $(VENV) results runs
+	rm -rf $(VENV) results runs dist
 
 # Re-resolve every dependency (newest releases pyproject.toml allows) in a scratch environment,
 # and record the versions in constraints.txt, which `make` installs. Then run `make test` and

@@ -124,8 +124,9 @@ class AuditSubmission(NbGraderPreprocessor):
 
         findings = audit(nb, skip=_is_test_cell)
         if findings:
-            self.log.warning("%s: the audit flags %d line(s); its autograded tests score 0:\n  %s",
-                             resources.get("nbgrader", {}).get("notebook", "notebook"), len(findings),
+            where = resources.get("nbgrader", {})
+            self.log.warning("%s, %s: the audit flags %d line(s); its autograded tests score 0:\n  %s",
+                             where.get("student", "a student"), where.get("notebook", "a notebook"), len(findings),
                              "\n  ".join(findings))
             message = ("Not graded automatically: this notebook contains code that reaches into the grading, "
                        "so its autograded tests score 0 until your instructor reviews it:\n  " + "\n  ".join(findings))
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             text = (student_config(args.course_id, args.exchange) if args.students else
                     course_config(args.root, args.course_id, args.exchange))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
         except (ImportError, OSError) as error:
             parser.exit(2, f"nslib: error: {error} (nothing written; install the `classroom` extra, or choose "
@@ -273,7 +275,8 @@ def write_student_lab(folder: str | Path) -> Path:
     page = folder / "labconfig" / "page_config.json"
     page.write_text(json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{p}": True for p in INSTRUCTOR_PLUGINS}},
                                indent=2) + "\n")
-    (folder / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
+    (folder / "jupyter_server_config.d").mkdir(exist_ok=True)
+    (folder / "jupyter_server_config.d" / "nslib-student-lab.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
         "nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False}}},
         indent=2) + "\n")
     return page
