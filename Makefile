@@ -48,9 +48,12 @@ test-fast: venv
 # course list); the student's assignment list and Validate stay.
 STUDENT_LAB := $(VENV)/student-lab
 
-lab: venv
+$(STUDENT_LAB): $(STAMP)
 	$(BIN)/python -m nslib.classroom student-lab $(STUDENT_LAB)
-	JUPYTER_CONFIG_PATH=$(CURDIR)/$(STUDENT_LAB) $(BIN)/jupyter lab student/
+
+lab: venv $(STUDENT_LAB)
+	$(BIN)/jupyter lab student/
+lab: export JUPYTER_CONFIG_PATH := $(CURDIR)/$(STUDENT_LAB)
 
 lab-instructor: venv
 	$(BIN)/jupyter lab notebooks/
