@@ -79,7 +79,8 @@ def test_the_instructor_guide_works_as_written(tmp_path):
     unchanged = course / "submitted" / "unchanged" / ASSIGNMENT
     unchanged.mkdir(parents=True)  # a second student submitted the released notebook as it is
     shutil.copy(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", unchanged)
-    (unchanged / "timestamp.txt").write_text("2026-01-05 10:00:00.000000 UTC")  # as `collect` writes it
+    (unchanged / "timestamp.txt").write_text("2026-01-05 10:00:00.000000 UTC")  # as `submit` and `collect` write
+    (unchanged / "submission_secret.txt").write_text("unchanged-secret")
 
     graded = run("autograde", instructor)
     me = next(p.name for p in (course / "submitted").iterdir() if p.name != "unchanged")
