@@ -276,9 +276,9 @@ def write_student_lab(folder: str | Path) -> Path:
     page.write_text(json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{p}": True for p in INSTRUCTOR_PLUGINS}},
                                indent=2) + "\n")
     (folder / "jupyter_server_config.d").mkdir(exist_ok=True)
-    (folder / "jupyter_server_config.d" / "nslib-student-lab.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {
-        "nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False}}},
-        indent=2) + "\n")
+    server = {"ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,
+                                                    "nbgrader.server_extensions.course_list": False}}}
+    (folder / "jupyter_server_config.d" / "nslib-student-lab.json").write_text(json.dumps(server, indent=2) + "\n")
     return page
 
 

@@ -32,8 +32,9 @@ def _blocks() -> dict[str, str]:
 def test_the_guide_marks_its_commands_in_order():
     blocks = _blocks()
     assert list(blocks) == BLOCKS
-    assert all(block.startswith('source "$VENV/bin/activate"') for name, block in blocks.items() if name != "settings"), (
-        "every block activates the course's environment first")
+    activates = [block.startswith('source "$VENV/bin/activate"') for name, block in blocks.items()
+                 if name != "settings"]
+    assert all(activates), "every block activates the course's environment first"
 
 
 @pytest.mark.slow

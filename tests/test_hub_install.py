@@ -84,7 +84,8 @@ def test_the_wheel_holds_no_notebook_guide_or_solution(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         assert "nslib/exercises/grading.py" in names and "nslib/_shipped/mnist5k.npz" in names
-        assert not [n for n in names if n.endswith(".ipynb") or "instructor" in n or n.startswith(("docs/", "notebooks/"))]
+        assert not [n for n in names if n.endswith(".ipynb") or "instructor" in n
+                    or n.startswith(("docs/", "notebooks/"))]
         texts = {n: archive.read(n).decode() for n in names
                  if n.endswith((".py", ".md", ".txt", ".json")) or "METADATA" in n}
     assert {n: found for n, text in texts.items() if (found := _leaks(text, answers))} == {}

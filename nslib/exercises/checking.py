@@ -43,8 +43,9 @@ class Checked:
     Attributes:
         passed (int): checks passed.  failed (int): checks failed.  checks (int): checks of a
         correct answer.  shortcut (str | None): the nslib implementation the answer called where
-        the exercise forbids it.  stub (bool): the function still raises NotImplementedError.  score (float): the share of the points, in [0, 1]: ``passed /
-        checks`` once one of the main checks (``core``) passed; 0 with a shortcut.
+        the exercise forbids it.  stub (bool): the function still raises NotImplementedError.
+        score (float): the share of the points, in [0, 1]: ``passed / checks`` once one of the
+        main checks (``core``) passed; 0 with a shortcut.
     """
 
     def __init__(self, outcomes: list[tuple[bool, bool]], checks: int = 0, shortcut: str | None = None,

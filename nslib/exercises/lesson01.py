@@ -47,7 +47,7 @@ def _fgsm_mistake(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
              ((images - eps * grad.sign()).clamp(0, 1), "every pixel went the wrong way: that lowers the loss "
                                                         "(gradient descent); an attack ascends it"),
              ((images + eps * grad).clamp(0, 1), "the step follows the raw gradient, which is tiny: FGSM moves "
-                                                 "every pixel by the full eps, in the direction of the gradient's sign")]
+                                                 "every pixel by the full eps, along the gradient's sign")]
     detail = next((why for candidate, why in wrong if (got.detach() - candidate).abs().max().item() <= 1e-5), None)
     return detail or ("x' = clip(x + eps * sign(gradient of the loss at x), 0, 1), "
                                              "with the gradient taken with respect to the images")

@@ -108,7 +108,8 @@ def check_sensitivity_ratio(fn: Callable) -> Checked:
                 if abs(value - (sigma_a[layer] / sigma_b[layer]).double().mean().item()) < 1e-5 else "")
         shown = (f"sigma_a = {sigma_a[layer].tolist()}, sigma_b = {sigma_b[layer].tolist()}"
                  if sigma_a[layer].numel() <= 5 else
-                 f"{sigma_a[layer].numel()} neurons, whose sensitivities average {mean_a:.4f} in a and {mean_b:.4f} in b")
+                 f"{sigma_a[layer].numel()} neurons, whose sensitivities average {mean_a:.4f} in a and "
+                 f"{mean_b:.4f} in b")
         _report(f"sensitivity ratio of {layer}", abs(value - expected) < 1e-5,
                 f"expected {expected:.4f}, got {value:.4f}{hint} | inputs: {shown} | hint: a layer's sensitivity is "
                 "the mean over its neurons; the ratio divides a's by b's")

@@ -226,9 +226,11 @@ def check_stabilising_hook(fn: Callable) -> Checked:
     except ValueError:
         _report("a batch of another size than benign_output raises ValueError", True, core=False)
     except Exception as error:  # noqa: BLE001 - the student's error, shown as a [FAIL] line
-        _report("batch size mismatch", False, core=False, detail=f"your hook raised {type(error).__name__} ({error}); check "
-                "output.shape[0] == benign_output.shape[0] yourself and raise a ValueError naming both sizes")
+        _report("batch size mismatch", False, core=False,
+                detail=f"your hook raised {type(error).__name__} ({error}); check output.shape[0] == "
+                       "benign_output.shape[0] yourself and raise a ValueError naming both sizes")
     else:
-        _report("batch size mismatch", False, core=False, detail="with benign_output of 1 image and a batch of 4, your hook "
-                "broadcast the one benign image over the whole batch; check output.shape[0] == "
-                "benign_output.shape[0] and raise a ValueError naming both sizes (the pairs must match)")
+        _report("batch size mismatch", False, core=False,
+                detail="with benign_output of 1 image and a batch of 4, your hook broadcast the one benign image "
+                       "over the whole batch; check output.shape[0] == benign_output.shape[0] and raise a "
+                       "ValueError naming both sizes (the pairs must match)")

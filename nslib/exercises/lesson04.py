@@ -112,7 +112,8 @@ def _kl_mistake(value: float | None, clean: torch.Tensor, adv: torch.Tensor, kl:
         for candidate, why in wrong:
             if abs(value - candidate.item()) <= 1e-5:
                 return why
-    return "with p = softmax(clean logits) and q = softmax(adversarial logits), KL(p || q) = sum_c p_c (log p_c - log q_c) per image"
+    return ("with p = softmax(clean logits) and q = softmax(adversarial logits), KL(p || q) = "
+            "sum_c p_c (log p_c - log q_c) per image")
 
 
 @checker(checks=7, forbid=("nslib.training",))

@@ -53,7 +53,8 @@ def check_relative_sensitivity(fn: Callable) -> Checked:
         scaled[3].bias.mul_(10)
     done, got = _call("relative sensitivity", fn, scaled, x, x_adv, "3")
     if done:
-        _report("unchanged when the layer's output is scaled by 10", abs(float(got) - got_last) <= 1e-5 * max(1.0, got_last),
+        _report("unchanged when the layer's output is scaled by 10",
+                abs(float(got) - got_last) <= 1e-5 * max(1.0, got_last),
                 f"got {float(got):.5f} instead of {got_last:.5f} | hint: scaling F by 10 scales both means by 10",
                 core=False)
 
@@ -83,7 +84,8 @@ def check_top_k_overlap(fn: Callable) -> Checked:
     expected_random = len(set(a.topk(10).indices.tolist()) & set(b.topk(10).indices.tolist())) / 10
     cases = [("identical", a, a.clone(), 5, 1.0, False),
              ("reversed", torch.arange(10.0), -torch.arange(10.0), 3, 0.0, False),
-             ("hand case", torch.tensor([0.9, 0.8, 0.1, 0.2, 0.7]), torch.tensor([0.9, 0.1, 0.8, 0.2, 0.05]), 2, 0.5, True),
+             ("hand case", torch.tensor([0.9, 0.8, 0.1, 0.2, 0.7]), torch.tensor([0.9, 0.1, 0.8, 0.2, 0.05]), 2, 0.5,
+              True),
              ("random", a, b, 10, expected_random, True)]
     for name, sigma_a, sigma_b, k, expected, core in cases:
         done, got = _call("top-k overlap", fn, sigma_a.clone(), sigma_b.clone(), k)
