@@ -3,8 +3,11 @@
 #   make test        - install what tests need, run pytest (nbval over the notebooks included)
 # Both create and reuse the virtual environment in $(VENV). Also:
 #   make test-fast      - pytest without the slow end-to-end tests (the newcomer test) and notebooks
-#   make lab            - JupyterLab on student/, the student edition (exercises without solutions)
+#   make lab            - JupyterLab on student/, the student edition (exercises without solutions),
+#                         without nbgrader's instructor menus
 #   make lab-instructor - JupyterLab on notebooks/, the instructor edition (with solutions)
+#   make hub            - dist/hub/: the wheel and the student edition, what a JupyterHub needs
+#                         (no solutions; docs/instructor.md section 6)
 #   make lock           - re-resolve every dependency to its newest release, record it in constraints.txt
 #   make site           - the course as a static website in build/site/ (docs/publishing.md);
 #                         RESULTS=results adds a `make reproduce` run, HUB_URL=https://hub... a JupyterHub button
@@ -22,7 +25,7 @@ EXTRAS := course,test,classroom,site
 # CI's quick mode for the notebooks: shipped checkpoints, small N, few epochs.
 export NSLIB_QUICK ?= 1
 
-.PHONY: venv reproduce test nbval test-fast lab lab-instructor student clean lock site site-private
+.PHONY: venv reproduce test nbval test-fast lab lab-instructor student hub clean lock site site-private
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +53,16 @@ nbval: venv
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not slow" -x -q -p no:cacheprovider
 
-lab: venv
+# A Jupyter config folder that hides nbgrader's instructor menus (formgrader, create assignment,
+# course list); the student's assignment list and Validate stay.
+STUDENT_LAB := $(VENV)/student-lab
+
+$(STUDENT_LAB): $(STAMP)
+	$(BIN)/python -m nslib.classroom student-lab $(STUDENT_LAB)
+
+lab: venv $(STUDENT_LAB)
 	$(BIN)/jupyter lab student/
+lab: export JUPYTER_CONFIG_PATH := $(CURDIR)/$(STUDENT_LAB)
 
 lab-instructor: venv
 	$(BIN)/jupyter lab notebooks/
@@ -72,8 +83,14 @@ site: venv
 site-private: venv
 	$(BIN)/python site/build_site.py --private --out build/site-private $(SITE_OPTIONS)
 
+# The hub bundle: the wheel (nslib with its data, no notebooks/ or docs/) and the student edition.
+hub: venv
+	rm -rf dist/hub
+	$(BIN)/python -m build --wheel --outdir dist/hub .
+	cp -r student dist/hub/student
+
 clean:
-	rm -rf $(VENV) results runs
+	rm -rf $(VENV) results runs dist
 
 # Re-resolve every dependency (newest releases pyproject.toml allows) in a scratch environment,
 # and record the versions in constraints.txt, which `make` installs. Then run `make test` and

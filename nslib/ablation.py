@@ -27,7 +27,7 @@ the hooks after it. A ``capture`` entered *inside* ``deactivate``/``stabilise`` 
 the ablated output; one entered *outside* (before) sees the layer's original output.
 Every later layer always sees the ablated output.
 
-Taught in ``notebooks/03_sensitive_neurons_and_ablation.ipynb``.
+Taught in lesson 03 (``03_sensitive_neurons_and_ablation.ipynb``).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ examples still robust after each component): the black-box Square breaking examp
 every white-box attack left standing means the gradients mislead (AutoAttack's own
 ``check_square_sr``); ``nslib.evaluation.flag_masking`` flags it.
 
-Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
+Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 

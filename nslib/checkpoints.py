@@ -6,7 +6,7 @@ A checkpoint is a dict saved with ``torch.save`` and read with
 Shipped checkpoints are listed by name with their sha256 in
 ``checkpoints/manifest.json`` of the shipped files (the repository's ``data/checkpoints``,
 carried in the package; :data:`CHECKPOINT_DIR`) and loaded with :func:`load_pretrained`.
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 

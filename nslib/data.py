@@ -9,7 +9,7 @@ in the installed wheel); the code finds them through ``importlib.resources``
 ``"cifar10"`` go through torchvision's own download into :func:`download_root`
 (``$NSLIB_DATA_ROOT``, else a cache folder in your home). Images are served as float
 tensors in [0, 1], ``(C, H, W)``.
-Taught in ``notebooks/00_setup_and_data.ipynb``.
+Taught in lesson 00 (``00_setup_and_data.ipynb``).
 """
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ indentation, each answer cell with :data:`TEXT_STUB`, and clears every output::
 
 The instructor edition carries nbgrader's cell metadata (:func:`add_grading`, run by
 ``python -m nslib clean-notebooks``): exercise cells are solution cells, each is followed by
-a locked autograded test cell (``exercises.require(...)``, :data:`POINTS` points), and answer
-cells are manually graded. ``nbgrader generate_assignment`` with :data:`NBGRADER_CONFIG`
-makes the same student edition; ``tests/test_grading.py`` checks it and ``nbgrader autograde``.
+a locked autograded test cell (``grade(...)`` of :mod:`nslib.exercises.grading`, :data:`POINTS`
+points, partial credit per check passed), and answer cells are manually graded. ``nbgrader
+generate_assignment`` with :data:`NBGRADER_CONFIG` makes the same student edition; the rest of the
+classroom kit (nbgrader's configuration, the audit of submissions) is :mod:`nslib.classroom`.
 
 ``tests/test_exercises.py`` checks the student edition is current, and that each
 checker prints ``[FAIL]`` on the stub and ``[PASS]`` on the solution.
@@ -25,7 +26,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["BEGIN", "END", "strip_solutions", "student_notebook", "write_student_edition", "clean_notebook",
-           "add_grading", "NBGRADER_CONFIG"]
+           "add_grading", "test_source", "POINTS", "NBGRADER_CONFIG"]
 
 #: The lines around a solution in an exercise cell of the instructor edition (as in nbgrader).
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -33,13 +34,21 @@ STUB = 'raise NotImplementedError("Exercise: replace this line with your code.")
 #: An open question's instructor answer: a markdown cell starting with this.
 ANSWER = "**Instructor answer.**"
 TEXT_STUB = "**Your answer.** *Write what you did, what you saw, and what you conclude.*"
-#: Points of each autograded test cell, and of each open question (graded by hand).
-POINTS, ANSWER_POINTS = 1, 2
-#: The first line of an autograded test cell.
-TEST_HEADER = "# Test (locked): the checks above again, silent when they pass; if one fails, Run All stops here."
-#: nbgrader settings that make its student version ours (same stubs).
-NBGRADER_CONFIG = {"ClearSolutions": {"code_stub": {"python": STUB}, "text_stub": TEXT_STUB},
-                   "Execute": {"timeout": 900}}
+#: Points of each exercise's autograded test cell, by its size (a one-line function 1, PGD or an SNS
+#: step 4); a submission earns the share of its checker's checks it passes (nslib.exercises.Checked.score).
+POINTS = {"check_normalize": 1, "check_neuron_count": 1,
+          "check_fgsm": 2, "check_pgd": 4, "check_success_rate": 1,
+          "check_sensitivity_from_activations": 2, "check_top_k_neurons": 1, "check_sensitivity_ratio": 1,
+          "check_deactivation_hook": 1, "check_stabilised_success_rate": 2, "check_stabilising_hook": 3,
+          "check_pgd_at_step": 3, "check_trades_kl": 1, "check_sns_penalty": 2, "check_sns_step": 4,
+          "check_eps_ramp": 1,
+          "check_relative_sensitivity": 2, "check_top_k_overlap": 1}
+#: Points of each open question (graded by hand).
+ANSWER_POINTS = 2
+#: The first words of an autograded test cell.
+TEST_HEADER = "# Test (locked"
+#: nbgrader settings that make its student version ours (same stubs); nslib.classroom writes the rest.
+NBGRADER_CONFIG = {"ClearSolutions": {"code_stub": {"python": STUB}, "text_stub": TEXT_STUB}}
 #: The kernel the notebooks run in, as ipykernel installs it: a notebook whose kernelspec
 #: differs opens as modified in JupyterLab (and autosave rewrites it).
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -87,9 +96,9 @@ def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
     """Give ``notebook`` (in place) nbgrader's metadata and one autograded test cell per exercise.
 
     Every exercise cell (a solution block, ending with ``exercises.check_<what>(<args>)``)
-    becomes a solution cell and is followed by the test cell
-    ``exercises.require(exercises.check_<what>, <args>)``; every ``**Instructor answer.**``
-    cell becomes a manually graded answer. Idempotent; other cells lose any nbgrader metadata.
+    becomes a solution cell and is followed by the test cell :func:`test_source`, worth
+    ``POINTS["check_<what>"]``; every ``**Instructor answer.**`` cell becomes a manually graded
+    answer. Idempotent; other cells lose any nbgrader metadata.
 
     Raises:
         ValueError: an exercise cell does not end with its checker call.
@@ -111,8 +120,9 @@ def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
                              f"`exercises.check_<what>(<your function>)`; this one ends with "
                              f"{cell.source.rstrip().splitlines()[-1]!r}")
         cell.metadata["nbgrader"] = _nbgrader(f"{stem}_{call.group(1)}", solution=True)
-        test = nbformat.v4.new_code_cell(f"{TEST_HEADER}\nexercises.require(exercises.{call.group(1)}, {call.group(2)})")
-        test.metadata["nbgrader"] = _nbgrader(f"{stem}_test_{call.group(1)}", grade=True, points=POINTS)
+        test = nbformat.v4.new_code_cell(test_source(call.group(1), call.group(2)))
+        test.metadata["nbgrader"] = _nbgrader(f"{stem}_test_{call.group(1)}", grade=True,
+                                              points=POINTS[call.group(1)])
         test.metadata["editable"] = test.metadata["deletable"] = False
         old = next((c for c in notebook.cells if _is_test_cell(c)
                     and c.metadata.get("nbgrader", {}).get("grade_id") == test.metadata["nbgrader"]["grade_id"]), None)
@@ -122,6 +132,16 @@ def add_grading(notebook: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
         graded.append(test)
     notebook.cells = graded
     return notebook
+
+
+def test_source(check: str, args: str) -> str:
+    """The autograded test cell of the exercise whose cell ends with ``exercises.<check>(<args>)``."""
+    points = POINTS[check]
+    fn, name = (f"globals().get({args!r})", args) if args.isidentifier() else (args, "your function")
+    return (f"{TEST_HEADER}, {points} point{'s' * (points != 1)}): the checks above again, on a fresh copy of the "
+            "checker; one line says how many pass.\n"
+            "from nslib.exercises.grading import grade\n"
+            f"grade({check!r}, {fn}, {points}, {name!r})")
 
 
 def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -1,6 +1,6 @@
 """Evaluation: accuracy, the robustness table with gradient-masking checks, accuracy vs eps.
 
-Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
+Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 

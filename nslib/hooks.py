@@ -4,7 +4,7 @@ Captum-style: a layer is looked up by its dotted name in ``model.named_modules()
 (an unknown name lists the valid ones); forward hooks are registered inside ``try``
 and removed in ``finally``; captured outputs are cloned, so a later in-place op
 (``ReLU(inplace=True)``) cannot change them. Taught in
-``notebooks/02_neuron_sensitivity.ipynb``.
+lesson 02 (``02_neuron_sensitivity.ipynb``).
 """
 from __future__ import annotations
 

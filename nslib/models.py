@@ -3,7 +3,7 @@
 Every model takes images in [0, 1] and owns its normalisation (a ``Normalize`` module
 named ``normalize``), so attacks work in pixel space. Layer names are stable and
 readable, because the course addresses layers by dotted name
-(``model.get_submodule("conv3")``). Taught in ``notebooks/00_setup_and_data.ipynb``.
+(``model.get_submodule("conv3")``). Taught in lesson 00 (``00_setup_and_data.ipynb``).
 """
 from __future__ import annotations
 

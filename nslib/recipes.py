@@ -23,7 +23,7 @@ parameters, with their defaults in its signature: :func:`recipe_options` reads t
 silently ignored. ``stats`` is a dict of detached 0-dim tensors (the training loop averages
 them over the epoch for the log and reads them once, at its end: a step never waits for the
 GPU to hand back a number; ``float(stats["ce"])`` reads one).
-Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
+Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ streams batch by batch, so memory is O(neurons), whatever ``N`` is.
 
 Paper: "Interpreting and Improving Adversarial Robustness of Deep Neural Networks with
 Neuron Sensitivity", IEEE TIP 30 (2021), https://arxiv.org/abs/1909.06978.
-Taught in ``notebooks/02_neuron_sensitivity.ipynb`` and
-``notebooks/03_sensitive_neurons_and_ablation.ipynb``.
+Taught in lesson 02 (``02_neuron_sensitivity.ipynb``) and
+lesson 03 (``03_sensitive_neurons_and_ablation.ipynb``).
 """
 from __future__ import annotations
 

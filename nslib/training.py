@@ -20,7 +20,7 @@ epoch (``nslib.runstate``) and resumes from it when started again with the same 
 ending with the same weights as a run that was never interrupted. A non-finite loss
 stops the run with ``NonFiniteLossError``, keeping the last good checkpoint. Under
 ``torchrun`` it trains with DistributedDataParallel (``nslib.distributed``). Taught in
-``notebooks/04_robust_training_and_sns.ipynb``.
+lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Small helpers shared by every module: seeding, model-mode safety, input checks.
 
-Taught in ``notebooks/00_setup_and_data.ipynb``.
+Taught in lesson 00 (``00_setup_and_data.ipynb``).
 """
 from __future__ import annotations
 

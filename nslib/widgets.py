@@ -11,7 +11,7 @@ nbval and a static viewer see), and the live explorer in a cell of its own marke
 a picture with a one-line note (:data:`EXPLORER_TEXT`), which a saved notebook, nbconvert's HTML
 and the course's website show (``nslib.editions.clean_notebook`` drops the stale widget view).
 In Colab, ``sensitivity_explorer`` switches on Colab's custom widget manager itself. Taught in
-``notebooks/03_sensitive_neurons_and_ablation.ipynb``. Needs ``ipywidgets`` (the ``course``
+lesson 03 (``03_sensitive_neurons_and_ablation.ipynb``). Needs ``ipywidgets`` (the ``course``
 extra: ``pip install "nslib-course[course]"``) when a kernel shows it live.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ Skipped (saying why) where Chromium or Playwright is missing; ``.ci/run`` instal
 ``NSLIB_BROWSER_TEST=required``, which turns that skip into a failure.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -130,16 +131,13 @@ def test_notebook_03_runs_and_its_explorer_redraws(page, lab):
         time.sleep(0.5)
 
 
-def test_a_student_notebook_runs_to_its_first_exercise(page, lab):
-    """Run all stops at the first error: the autograded test cell after the first exercise,
-    whose stub the checker above reported as not implemented (a [FAIL] line, not a traceback)."""
-    from nslib.editions import TEST_HEADER
-
+def test_a_student_notebook_runs_to_its_end(page, lab):
+    """Run All goes through a student notebook with its exercises unfilled: no cell shows an error,
+    each test cell says in one line that its exercise is not written yet, and the last code cell ran."""
     _open(page, lab, "student/01_attacks.ipynb")
     _run_all(page)
-    errors = _errors(page)
-    assert len(errors) == 1 and "[FAIL]" in errors[0] and "not implemented yet" in errors[0], errors
-    assert "Traceback" not in errors[0]
-    failed = page.locator(".jp-CodeCell", has=page.locator(
-        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")).first
-    assert failed.locator(".jp-InputArea-editor").inner_text().lstrip().startswith(TEST_HEADER.split(":")[0])
+    assert not [e for e in _errors(page) if "Error" in e], _errors(page)
+    assert page.get_by_text("my_pgd is not written yet").count() == 1
+    last = page.locator(".jp-CodeCell").last
+    last.scroll_into_view_if_needed()
+    assert re.fullmatch(r"\[\d+\]:", last.locator(".jp-InputPrompt").inner_text().strip())

@@ -7,7 +7,7 @@ class holding the hyper-parameters, called as ``atk(images, labels)``:
     >>> x_adv = atk(x, y)                                 # doctest: +SKIP
 
 Grouped by distance measure: Linf — FGSM, BIM, PGD, MIM; L2 — PGD(norm="L2"), CW.
-``ATTACKS`` maps a lower-case name to its class. Taught in ``notebooks/01_attacks.ipynb``.
+``ATTACKS`` maps a lower-case name to its class. Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from .base import Attack
 from .bim import BIM, bim

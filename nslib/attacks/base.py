@@ -13,7 +13,7 @@ Rules every attack keeps (checked in ``tests/test_attacks.py``):
   (gradients are taken with ``torch.autograd.grad`` w.r.t. the input only);
 * it works inside ``torch.no_grad()``; the output's dtype is the input's.
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 

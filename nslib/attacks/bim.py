@@ -1,6 +1,6 @@
 """BIM / I-FGSM: FGSM repeated with a small step, clipped to the eps-ball (Kurakin et al., 2017).
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def bim(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         >>> bim(model, x, y, eps=0.3, alpha=0.05, steps=5).shape
         torch.Size([4, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
     return pgd(model, images, labels, eps=eps, alpha=alpha, steps=steps,
                random_start=False, norm="Linf", loss="ce", targeted=targeted)
@@ -78,7 +78,7 @@ class BIM(Attack):
         >>> atk(torch.rand(2, 1, 28, 28), torch.tensor([3, 7])).shape
         torch.Size([2, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
 
     function = staticmethod(bim)

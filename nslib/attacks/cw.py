@@ -1,6 +1,6 @@
 """C&W L2: Adam in tanh space, binary search over the constant c (Carlini & Wagner, 2017).
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def cw(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         >>> cw(model, x, y, c=1.0, steps=10, binary_search_steps=2).shape
         torch.Size([4, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
     check_eps(c, "c")
     check_eps(kappa, "kappa")
@@ -191,7 +191,7 @@ class CW(Attack):
         >>> atk(torch.rand(2, 1, 28, 28), torch.tensor([3, 7])).shape
         torch.Size([2, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
 
     function = staticmethod(cw)

@@ -1,6 +1,6 @@
 """FGSM: one signed-gradient step of size eps (Goodfellow et al., 2015).
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         >>> fgsm(model, x, y, eps=0.3).shape
         torch.Size([4, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
     check_eps(eps, "eps")
     images, labels, verdict = prepare_deferred(model, images, labels)
@@ -78,7 +78,7 @@ class FGSM(Attack):
         >>> atk(torch.rand(2, 1, 28, 28), torch.tensor([3, 7])).shape
         torch.Size([2, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
 
     function = staticmethod(fgsm)

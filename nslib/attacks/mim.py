@@ -1,6 +1,6 @@
 """MIM / MI-FGSM: iterative FGSM with a momentum of normalised gradients (Dong et al., 2018).
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def mim(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         >>> mim(model, x, y, eps=0.3, alpha=0.03, steps=10).shape
         torch.Size([4, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
     check_eps(eps, "eps")
     check_eps(alpha, "alpha")
@@ -104,7 +104,7 @@ class MIM(Attack):
         >>> atk(torch.rand(2, 1, 28, 28), torch.tensor([3, 7])).shape
         torch.Size([2, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
 
     function = staticmethod(mim)

@@ -1,6 +1,6 @@
 """PGD: projected gradient ascent from a random start (Madry et al., 2018), Linf or L2.
 
-Taught in ``notebooks/01_attacks.ipynb``.
+Taught in lesson 01 (``01_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         >>> bool((x_adv - x).abs().max() <= 0.3 + 1e-6)
         True
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
     check_eps(eps, "eps")
     check_eps(alpha, "alpha")
@@ -156,7 +156,7 @@ class PGD(Attack):
         >>> atk(torch.rand(2, 1, 28, 28), torch.tensor([3, 7])).shape
         torch.Size([2, 1, 28, 28])
 
-    Taught in notebooks/01_attacks.ipynb.
+    Taught in lesson 01 (01_attacks.ipynb).
     """
 
     function = staticmethod(pgd)

@@ -11,7 +11,10 @@ from .checking import Checked, _call, _close, _report, checker, tiny_model
 __all__ = ["check_fgsm", "check_success_rate", "check_pgd"]
 
 
-@checker
+_ATTACKS = ("nslib.attacks", "torchattacks")
+
+
+@checker(checks=3, forbid=_ATTACKS)
 def check_fgsm(fn: Callable, eps: float = 0.1) -> Checked:
     """``fn(model, images, labels, eps)`` must equal FGSM (Goodfellow et al., 2015):
     ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``."""
@@ -25,29 +28,60 @@ def check_fgsm(fn: Callable, eps: float = 0.1) -> Checked:
     if not done:
         return
     expected = fgsm(model, images, labels, eps=eps)
-    _close("fgsm matches the reference", got, expected, atol=1e-5)
-    if isinstance(got, torch.Tensor) and got.shape == images.shape:
+    shaped = isinstance(got, torch.Tensor) and got.shape == images.shape
+    wrong = shaped and (got.detach() - expected).abs().max().item() > 1e-5
+    _close("fgsm matches the reference", got, expected, atol=1e-5,
+           hint=_fgsm_mistake(model, images, labels, eps, got) if wrong else "")
+    if shaped:
         _report("fgsm stays in [0, 1]", bool(got.min() >= 0 and got.max() <= 1),
-                      f"values in [{got.min().item():.3f}, {got.max().item():.3f}]")
+                f"values in [{got.min().item():.3f}, {got.max().item():.3f}]", core=False)
         step = (got - images).abs().max().item()
-        _report("fgsm stays within eps", step <= eps + 1e-6, f"max |x' - x| = {step:.4f} > eps = {eps}")
+        _report("fgsm stays within eps", step <= eps + 1e-6, f"max |x' - x| = {step:.4f} > eps = {eps}", core=False)
 
 
-@checker
+def _fgsm_mistake(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, got: torch.Tensor) -> str:
+    """What a wrong FGSM result looks like it did (a hint on the concept)."""
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), labels), x)
+    wrong = [((images + eps * grad.sign()), "the step is right but x' is not clipped to the image range [0, 1]"),
+             ((images - eps * grad.sign()).clamp(0, 1), "every pixel went the wrong way: that lowers the loss "
+                                                        "(gradient descent); an attack ascends it"),
+             ((images + eps * grad).clamp(0, 1), "the step follows the raw gradient, which is tiny: FGSM moves "
+                                                 "every pixel by the full eps, along the gradient's sign")]
+    detail = next((why for candidate, why in wrong if (got.detach() - candidate).abs().max().item() <= 1e-5), None)
+    return detail or ("x' = clip(x + eps * sign(gradient of the loss at x), 0, 1), "
+                                             "with the gradient taken with respect to the images")
+
+
+@checker(checks=3)
 def check_success_rate(fn: Callable) -> Checked:
     """``fn(clean_pred, adv_pred, labels)``: among inputs classified correctly when clean,
     the fraction whose adversarial prediction is wrong."""
-    cases = [
-        ((torch.tensor([0, 1, 2, 3]), torch.tensor([0, 5, 5, 3]), torch.tensor([0, 1, 2, 9])), 2 / 3),
-        ((torch.tensor([1, 1]), torch.tensor([1, 1]), torch.tensor([1, 1])), 0.0),
+    cases = [  # (clean predictions, adversarial predictions, labels), the rate, a core case
+        ((torch.tensor([0, 1, 2, 3]), torch.tensor([0, 5, 5, 3]), torch.tensor([0, 1, 2, 9])), 2 / 3, True),
+        ((torch.tensor([4, 4, 1, 0, 7]), torch.tensor([4, 2, 1, 3, 7]), torch.tensor([4, 4, 2, 0, 7])), 2 / 4, True),
+        ((torch.tensor([1, 1]), torch.tensor([1, 1]), torch.tensor([1, 1])), 0.0, False),
     ]
-    for args, expected in cases:
+    for args, expected, core in cases:
         done, got = _call("success rate", fn, *args)
         if not done:
             return
         got = float(got)
-        _report(f"success rate on {args[0].tolist()}", abs(got - expected) < 1e-6,
-                      f"expected {expected:.4f}, got {got:.4f}")
+        clean, adv, labels = (t.tolist() for t in args)
+        _report(f"success rate on clean_pred={clean}, adv_pred={adv}, labels={labels}", abs(got - expected) < 1e-6,
+                f"expected {expected:.4f}, got {got:.4f}{_success_rate_mistake(got, *args)}", core=core)
+
+
+def _success_rate_mistake(got: float, clean: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor) -> str:
+    correct, fooled = clean == labels, adv != labels
+    if abs(got - (correct & fooled).sum().item() / len(labels)) < 1e-6:
+        return (f" = {(correct & fooled).sum().item()}/{len(labels)} | hint: the rate is among the images "
+                "classified correctly when clean, so divide by how many those are")
+    if abs(got - fooled.float().mean().item()) < 1e-6:
+        return (" | hint: that counts every wrong adversarial prediction, also of images the model already "
+                "got wrong when clean; the attack can only be credited with the ones it changed")
+    return (f" | hint: {correct.sum().item()} images are classified correctly when clean; among them, how many "
+            "are wrong after the attack?")
 
 
 def _pgd_models() -> dict[str, nn.Module]:
@@ -102,14 +136,14 @@ def _check_pgd_start(fn: Callable, model: nn.Module, images: torch.Tensor, label
     moved = (start - images).abs().max().item()
     if moved == 0:
         _report("pgd random start", False, "with steps=0 your function returned the input unchanged: "
-                "PGD starts from a random point of the eps-ball, x + noise uniform in [-eps, eps]")
+                "PGD starts from a random point of the eps-ball, x + noise uniform in [-eps, eps]", core=False)
     elif moved > eps + 1e-6:
         _report("pgd random start", False, f"with steps=0 max |x' - x| = {moved:.3f} > eps = {eps}: "
-                "draw the start noise uniformly in [-eps, eps]")
+                "draw the start noise uniformly in [-eps, eps]", core=False)
     else:
         _report("pgd random start", not torch.equal(start, start2),
                 "two calls with different RNG states gave the same start: draw the noise from torch's "
-                "global random generator (torch.rand_like, uniform_), without seeding inside your function")
+                "global random generator (torch.rand_like, uniform_), without seeding inside your function", core=False)
     return True
 
 
@@ -123,7 +157,7 @@ def _check_pgd_box(fn: Callable, model: nn.Module) -> None:
         low, high = got.min().item(), got.max().item()
         _report("pgd stays in [0, 1]", low >= 0 and high <= 1,
                 f"values in [{low:.3f}, {high:.3f}] on images whose pixels are 0 or 1: clamp x' to [0, 1] "
-                "after the random start and after every step")
+                "after the random start and after every step", core=False)
     interior = 0.4 + 0.2 * torch.rand(16, 1, 8, 8, generator=gen)  # pixels in [0.4, 0.6]: no [0, 1] clipping
     eps = 0.1
     done, got = _run_pgd(fn, model, interior, labels, eps, 0.5, 5)
@@ -131,7 +165,7 @@ def _check_pgd_box(fn: Callable, model: nn.Module) -> None:
         moved = (got - interior).abs().max().item()
         _report("pgd stays in the eps-ball", moved <= eps + 1e-6,
                 f"with alpha = 0.5 and 5 steps max |x' - x| = {moved:.3f} > eps = {eps}: not projected back "
-                "into the eps-ball; after each step clip x' - x to [-eps, eps]")
+                "into the eps-ball; after each step clip x' - x to [-eps, eps]", core=False)
 
 
 def _check_pgd_signed_ascent(fn: Callable, model: nn.Module) -> None:
@@ -181,17 +215,17 @@ def _check_pgd_side_effects(fn: Callable, model: nn.Module) -> None:
     changed = any(not torch.equal(b, s) for b, s in zip(model.buffers(), stats))
     _report("pgd runs the model in eval mode", not changed,
             "the BatchNorm running statistics changed, so the model ran in train mode during your attack: "
-            "call model.eval() before the first forward pass")
+            "call model.eval() before the first forward pass", core=False)
     _report("pgd gives the model back in the mode it came in", model.training,
             "the model came in train mode and left in eval mode: remember model.training before "
-            "model.eval() and restore it with model.train(...) before returning")
+            "model.eval() and restore it with model.train(...) before returning", core=False)
     leaked = [n for n, p in model.named_parameters() if p.grad is not None]
     _report("pgd leaves the parameters' .grad empty", not leaked,
             f"parameters {leaked[:3]} got a .grad: loss.backward() fills the weights' gradients; use "
-            "torch.autograd.grad(loss, x_adv), which returns the input's gradient only")
+            "torch.autograd.grad(loss, x_adv), which returns the input's gradient only", core=False)
     _report("pgd leaves the input images unchanged", not images.requires_grad and torch.equal(images, original),
         "your function changed the images it was given (values or requires_grad): work on a copy, "
-        "images.clone().detach()")
+        "images.clone().detach()", core=False)
 
 
 def _check_pgd_strength(fn: Callable, model: nn.Module) -> None:
@@ -216,7 +250,7 @@ def _check_pgd_strength(fn: Callable, model: nn.Module) -> None:
     if not _report("pgd increases the loss", loss["yours"] > loss["clean"],
                    f"the mean cross-entropy went down from {loss['clean']:.3f} to {loss['yours']:.3f}: each step "
                    "must go up the loss, + alpha * sign(grad) (a minus sign is gradient descent; a raw-gradient "
-                   "step is too small to undo the random start)"):
+                   "step is too small to undo the random start)", core=False):
         return
     _report(f"pgd as strong as nslib.attacks.PGD (eps {eps}, {steps} steps on a small CNN)",
             loss["yours"] >= 0.97 * loss["nslib"] and acc["yours"] <= acc["nslib"] + 0.05,
@@ -225,7 +259,7 @@ def _check_pgd_strength(fn: Callable, model: nn.Module) -> None:
             "every step, and the projection applied after every step?")
 
 
-@checker
+@checker(checks=10, forbid=_ATTACKS)
 def check_pgd(fn: Callable) -> Checked:
     """``fn(model, images, labels, eps, alpha, steps)`` must be L-inf PGD (Madry et al., 2018):
     a uniform random start in the eps-ball, then ``steps`` times ``x' <- clip_[0,1](clip_[x-eps, x+eps](

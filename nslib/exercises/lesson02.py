@@ -11,7 +11,7 @@ from .checking import Checked, _call, _close, _report, checker
 __all__ = ["check_sensitivity_from_activations", "check_top_k_neurons", "check_sensitivity_ratio"]
 
 
-@checker
+@checker(checks=3, forbid=("nslib.sensitivity",))
 def check_sensitivity_from_activations(fn: Callable) -> Checked:
     """``fn(benign_act, adv_act)`` must return ``sigma_l`` of shape ``(neurons,)``:
     ``(1/N) sum_j (1/dim) ||F_l^i(x_j) - F_l^i(x'_j)||_1`` for conv ``(N, C, H, W)`` and
@@ -35,10 +35,14 @@ def check_sensitivity_from_activations(fn: Callable) -> Checked:
         done, got = _call("sensitivity from activations", fn, a.clone(), b.clone())
         if not done:
             return
-        _close(f"sensitivity on the {name}", got, expected, atol=1e-5)
+        _close(f"sensitivity on the {name}", got, expected, atol=1e-5,
+               inputs=f"benign_act = {a.tolist()}, adv_act = {b.tolist()}" if a.numel() <= 16 else
+               f"benign_act and adv_act of shape {tuple(a.shape)}",
+               hint="for each neuron (dim 1), average |benign - adversarial| over its positions, then over the "
+                    "pairs (dim 0): one number per neuron")
 
 
-@checker
+@checker(checks=4, forbid=("nslib.sensitivity", "nslib.ablation"))
 def check_top_k_neurons(fn: Callable) -> Checked:
     """``fn(sigma, k)`` must return the indices of the ``k`` largest values, largest first,
     ties to the lower index (as ``nslib.sensitivity.sensitive_neurons``)."""
@@ -83,7 +87,7 @@ def _top_k_mistake(sigma: torch.Tensor, k: int, got, expected: list[int]) -> str
     return "not the k largest values"
 
 
-@checker
+@checker(checks=2)
 def check_sensitivity_ratio(fn: Callable) -> Checked:
     """``fn(sigma_a, sigma_b)`` must return ``{layer: mean(sigma_a[layer]) / mean(sigma_b[layer])}``."""
     gen = torch.Generator().manual_seed(0)
@@ -102,5 +106,10 @@ def check_sensitivity_ratio(fn: Callable) -> Checked:
         hint = (": inverted, divide a's layer sensitivity by b's" if abs(value - mean_b / mean_a) < 1e-5 else
                 ": the ratio of the layer means, not the mean of per-neuron ratios"
                 if abs(value - (sigma_a[layer] / sigma_b[layer]).double().mean().item()) < 1e-5 else "")
+        shown = (f"sigma_a = {sigma_a[layer].tolist()}, sigma_b = {sigma_b[layer].tolist()}"
+                 if sigma_a[layer].numel() <= 5 else
+                 f"{sigma_a[layer].numel()} neurons, whose sensitivities average {mean_a:.4f} in a and "
+                 f"{mean_b:.4f} in b")
         _report(f"sensitivity ratio of {layer}", abs(value - expected) < 1e-5,
-                f"expected {expected:.4f}, got {value:.4f}{hint}")
+                f"expected {expected:.4f}, got {value:.4f}{hint} | inputs: {shown} | hint: a layer's sensitivity is "
+                "the mean over its neurons; the ratio divides a's by b's")

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checking import Checked, _call, _close, _report, checker
+from .checking import Checked, _call, _close, _report, checker, student_code, watched
 
 __all__ = ["check_deactivation_hook", "check_stabilised_success_rate", "check_stabilising_hook"]
 
@@ -33,31 +33,53 @@ def _ablation_data(model: nn.Module):
     return images, labels, fgsm(model, images, labels, eps=0.15)
 
 
-@checker
+@checker(checks=3, forbid=("nslib.ablation",))
 def check_deactivation_hook(fn: Callable) -> Checked:
-    """``fn(indices)`` must return a forward hook ``hook(module, inputs, output)`` that returns
-    the output with the neurons ``indices`` (along dim 1) set to zero, as
-    ``nslib.ablation.deactivate``."""
+    """``fn(indices)`` must return a forward hook ``hook(module, inputs, output)`` that returns a
+    copy of the output with the neurons ``indices`` (along dim 1) set to zero, as
+    ``nslib.ablation.deactivate``; the layer's own output must not change."""
     from ..ablation import deactivate
-    from ..hooks import forward_hooks
+    from ..hooks import capture, forward_hooks
 
     model = _ablation_model()
     images, _, _ = _ablation_data(model)
     for layer, indices in (("conv", [0, 2]), ("conv", [5]), ("fc", [1, 3, 4])):
-        done, hook = _call("deactivation hook", fn, indices)
+        name = f"logits with neurons {indices} of {layer!r} deactivated"
+        module = model.get_submodule(layer)
+        done, hook = _call("deactivation hook", fn, list(indices))
         if not done:
             return
         if not callable(hook):
             _report("deactivation hook", False, f"expected a function (the hook), got {type(hook).__name__}")
             return
-        with forward_hooks([(model.get_submodule(layer), hook)]), torch.no_grad():
+        with capture(model, [layer, "flatten"]) as out, torch.no_grad():
+            model(images)
+        output = out[layer].clone()
+        zeroed = output.clone()
+        zeroed[:, indices] = 0
+        if not _check_hook_call(name, hook, module, out["flatten"] if layer == "fc" else images, output, zeroed,
+                                lambda got, before, i=indices: _deactivation_diagnosis(got, before, i)):
+            return
+        with forward_hooks([(module, watched(hook))]), torch.no_grad():
             got = model(images)
         with deactivate(model, {layer: indices}), torch.no_grad():
             expected = model(images)
-        _close(f"logits with neurons {indices} of {layer!r} deactivated", got, expected, atol=1e-5)
+        _close(name, got, expected, atol=1e-5)
 
 
-@checker
+def _deactivation_diagnosis(got: torch.Tensor, output: torch.Tensor, indices) -> str:
+    """What a wrong deactivated output looks like it did."""
+    if torch.equal(got, output):
+        return "nothing was set to zero: the hook returned the output unchanged"
+    wrong = output.clone()
+    wrong[indices] = 0
+    if torch.equal(got, wrong):
+        return (f"entries {indices} were zeroed along dim 0, which holds the images of the batch; a layer's "
+                "neurons lie along dim 1")
+    return f"only the neurons {indices} (along dim 1) should change, to 0, for every image of the batch"
+
+
+@checker(checks=3, allow=("nslib.ablation.stabilise",))
 def check_stabilised_success_rate(fn: Callable) -> Checked:
     """``fn(model, benign, adversarial, labels, neurons)`` must return the attack success rate
     when ``neurons`` (``{layer: indices}``) are stabilised: among the benign inputs the plain
@@ -69,6 +91,7 @@ def check_stabilised_success_rate(fn: Callable) -> Checked:
     images, labels, adversarial = _ablation_data(model)
     with torch.no_grad():
         correct = model(images).argmax(dim=1) == labels
+        plain = correct & (model(adversarial).argmax(dim=1) != labels)
     for neurons in ({"conv": [0, 2]}, {"conv": [1, 3, 5]}, {"fc": list(range(2))}):
         done, got = _call("stabilised success rate", fn, model, images.clone(), adversarial.clone(),
                           labels.clone(), neurons)
@@ -76,10 +99,23 @@ def check_stabilised_success_rate(fn: Callable) -> Checked:
             return
         with stabilise(model, neurons, images), torch.no_grad():
             fooled = correct & (model(adversarial).argmax(dim=1) != labels)
-        expected = fooled.sum().item() / correct.sum().item()
-        got = float(got)
+        n_correct, n_fooled = correct.sum().item(), fooled.sum().item()
+        expected, got = n_fooled / n_correct, float(got)
         _report(f"success rate with {neurons} stabilised", abs(got - expected) < 1e-6,
-                f"expected {expected:.4f}, got {got:.4f}")
+                f"expected {n_fooled}/{n_correct} = {expected:.4f}, got {got:.4f} | inputs: {len(labels)} benign "
+                f"images, {n_correct} of them classified correctly by the plain model; with {neurons} stabilised, "
+                f"{n_fooled} of those {n_correct} have an adversarial twin still misclassified | hint: "
+                + _stabilised_mistake(got, n_fooled, len(labels), plain.sum().item() / n_correct))
+
+
+def _stabilised_mistake(got: float, fooled: int, images: int, plain_rate: float) -> str:
+    if abs(got - fooled / images) < 1e-6:
+        return f"{fooled}/{images} divides by all images; the rate counts only the correctly classified ones"
+    if abs(got - plain_rate) < 1e-6:
+        return ("that is the success rate without stabilisation: the adversarial twins must be classified while "
+                "the neurons hold their benign values")
+    return ("correctness is judged on the benign images by the plain model; misclassification on the "
+            "adversarial twins with the neurons stabilised")
 
 
 def _replaced_along(output: torch.Tensor, benign: torch.Tensor, indices, dim: int) -> torch.Tensor | None:
@@ -112,37 +148,40 @@ def _stabilising_diagnosis(got: torch.Tensor, output: torch.Tensor, benign: torc
             "(along dim 1) should change, to their benign values")
 
 
-def _check_stabilising_call(name: str, hook: Callable, module: nn.Module, layer_input: torch.Tensor,
-                            output: torch.Tensor, benign: torch.Tensor, benign_copy: torch.Tensor,
-                            indices) -> bool:
-    """Call the student's hook once by hand, as PyTorch would, and name what went wrong."""
-    before = output.clone()
+def _check_hook_call(name: str, hook: Callable, module: nn.Module, layer_input: torch.Tensor,
+                     output: torch.Tensor, expected: torch.Tensor, diagnose: Callable,
+                     benign: torch.Tensor | None = None) -> bool:
+    """Call the student's hook once by hand, as PyTorch would, on ``output`` (the layer's output),
+    and name what went wrong: an error, ``None``, a changed ``output`` or ``benign``, a wrong value."""
+    before, benign_copy = output.clone(), None if benign is None else benign.clone()
     try:
-        got = hook(module, (layer_input,), output)
+        with student_code(name):
+            got = hook(module, (layer_input,), output)
     except Exception as error:  # noqa: BLE001 - the student's error, shown as a [FAIL] line
         return _report(name, False, f"your hook raised {type(error).__name__}: {error} | called as hook(module, "
                        f"(input,), output) with output of shape {tuple(output.shape)}")
-    if not torch.equal(benign, benign_copy):
+    if benign is not None and not torch.equal(benign, benign_copy):
         return _report(name, False, "your hook changed benign_output (the stored benign tensor): build the new "
                        "output from a copy of `output`, never write into benign_output")
+    why_copy = ("the layer's output tensor is shared: autograd may keep it for the backward pass, and other hooks "
+                "and the caller hold it too, so writing into it changes their values behind their back")
     if got is None:
         changed = "it changed `output` in place, but " if not torch.equal(output, before) else ""
         return _report(name, False, f"your hook returned None: {changed}a forward hook replaces the layer's "
-                       "output only with what it returns; return the patched copy")
+                       f"output only with what it returns; return a patched copy ({why_copy})")
     if not torch.equal(output, before):
-        return _report(name, False, "your hook wrote into the layer's own output tensor: clone it first "
-                       "(output.clone()) and patch the copy")
+        return _report(name, False, f"your hook wrote into the layer's own output tensor: patch a copy "
+                       f"(output.clone()) and return it ({why_copy})")
     if not isinstance(got, torch.Tensor) or got.shape != output.shape:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         return _report(name, False, f"expected a tensor of the layer's output shape {tuple(output.shape)}, "
                        f"got {shape}")
-    expected = _replaced_along(before, benign, indices, 1)
     if not torch.equal(got, expected):
-        return _report(name, False, _stabilising_diagnosis(got, before, benign, indices))
+        return _report(name, False, diagnose(got, before))
     return True
 
 
-@checker
+@checker(checks=4, forbid=("nslib.ablation",))
 def check_stabilising_hook(fn: Callable) -> Checked:
     """``fn(indices, benign_output)`` must return a forward hook ``hook(module, inputs, output)``
     that returns a copy of ``output`` whose neurons ``indices`` (along dim 1) hold their values
@@ -168,10 +207,13 @@ def check_stabilising_hook(fn: Callable) -> Checked:
             _report("stabilising hook", False, f"expected a function (the hook), got {type(hook).__name__}")
             return
         layer_input = adv_out["flatten"] if layer == "fc" else adversarial
-        if not _check_stabilising_call(name, hook, module, layer_input, adv_out[layer].clone(), benign,
-                                       benign.clone(), indices):
+        output = adv_out[layer].clone()
+        if not _check_hook_call(name, hook, module, layer_input, output,
+                                _replaced_along(output, benign, indices, 1),
+                                lambda got, before, i=indices: _stabilising_diagnosis(got, before, benign, i),
+                                benign=benign):
             return
-        with forward_hooks([(module, hook)]), torch.no_grad():
+        with forward_hooks([(module, watched(hook))]), torch.no_grad():
             got = model(adversarial)
         with stabilise(model, {layer: indices}, images), torch.no_grad():
             expected = model(adversarial)
@@ -180,13 +222,15 @@ def check_stabilising_hook(fn: Callable) -> Checked:
     if not done:
         return
     try:  # ... and the layer's output on a batch of 4
-        hook(module, (adv_out["flatten"][:4],), adv_out[layer][:4].clone())
+        watched(hook)(module, (adv_out["flatten"][:4],), adv_out[layer][:4].clone())
     except ValueError:
-        _report("a batch of another size than benign_output raises ValueError", True)
+        _report("a batch of another size than benign_output raises ValueError", True, core=False)
     except Exception as error:  # noqa: BLE001 - the student's error, shown as a [FAIL] line
-        _report("batch size mismatch", False, f"your hook raised {type(error).__name__} ({error}); check "
-                "output.shape[0] == benign_output.shape[0] yourself and raise a ValueError naming both sizes")
+        _report("batch size mismatch", False, core=False,
+                detail=f"your hook raised {type(error).__name__} ({error}); check output.shape[0] == "
+                       "benign_output.shape[0] yourself and raise a ValueError naming both sizes")
     else:
-        _report("batch size mismatch", False, "with benign_output of 1 image and a batch of 4, your hook "
-                "broadcast the one benign image over the whole batch; check output.shape[0] == "
-                "benign_output.shape[0] and raise a ValueError naming both sizes (the pairs must match)")
+        _report("batch size mismatch", False, core=False,
+                detail="with benign_output of 1 image and a batch of 4, your hook broadcast the one benign image "
+                       "over the whole batch; check output.shape[0] == benign_output.shape[0] and raise a "
+                       "ValueError naming both sizes (the pairs must match)")

@@ -12,12 +12,15 @@ from .checking import Checked, _call, _close, _report, checker
 __all__ = ["check_sns_penalty", "check_trades_kl", "check_eps_ramp", "check_pgd_at_step", "check_sns_step"]
 
 
-@checker
+_LOSSES = ("nslib.recipes",)  # the training losses of nslib: PGD-AT, TRADES, SNS
+
+
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.sensitivity.neuron_distance",))
 def check_sns_penalty(fn: Callable) -> Checked:
     """``fn(benign_act, adv_act, k)`` must return the SNS penalty of one layer on one batch:
     ``sum_{i in topk} (1/N) sum_j (1/dim) ||F^i(x_j) - F^i(x'_j)||_1``, the ``k`` (an int)
     neurons chosen by this batch's own sensitivity, and differentiable in both activations
-    (only the choice of neurons is made without gradient), as ``nslib.training.sns_loss``."""
+    (only the choice of neurons is made without gradient), as ``nslib.recipes.sns_loss``."""
     from ..sensitivity import neuron_distance, sensitive_neurons
 
     def reference(benign, adv, k):
@@ -42,37 +45,44 @@ def check_sns_penalty(fn: Callable) -> Checked:
         done, got = _call("SNS penalty", fn, *got_in, k)
         if not done:
             return
-        if not _close(f"SNS penalty on the {name}", got, expected.detach(), atol=1e-5):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.reshape(())
+        if not _close(f"SNS penalty on the {name}", got, expected.detach(), atol=1e-5,
+                      inputs=f"benign_act = {benign.tolist()}, adv_act = {adv.tolist()}, k = {k}" if benign.numel() <= 8
+                      else f"activations of shape {tuple(benign.shape)}, k = {k}",
+                      hint="a neuron's distance is its mean |benign - adversarial| over positions; its sensitivity "
+                           "the mean of that over the batch; the penalty adds the batch-averaged distances of the k "
+                           "most sensitive neurons"):
             continue
         if not got.requires_grad:
             _report(f"SNS penalty is differentiable ({name})", False,
-                    "the result carries no gradient; detach only the sensitivity used to choose the neurons")
+                    "the result carries no gradient; detach only the sensitivity used to choose the neurons",
+                    core=False)
             continue
         grads = torch.autograd.grad(got, got_in, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(got_in, grads)]
         err = max((g - e).abs().max().item() for g, e in zip(grads, expected_grad))
         _report(f"gradient of the SNS penalty ({name})", err <= 1e-5,
                 f"the gradient differs from the reference by up to {err:.3g}: is the choice of "
-                "neurons detached, and are the distances averaged over the batch?")
+                "neurons detached, and are the distances averaged over the batch?", core=False)
 
 
-@checker
+@checker(checks=3, forbid=_LOSSES)
 def check_trades_kl(fn: Callable) -> Checked:
     """``fn(logits_clean, logits_adv)`` must return TRADES' robustness term
     ``KL(softmax f(x) || softmax f(x'))``, summed over classes and averaged over the batch."""
-    def reference(clean, adv):
+    def kl(clean, adv):  # KL(p || q) per image, p = softmax(clean), q = softmax(adv)
         clean, adv = clean.double(), adv.double()
-        p = clean.softmax(1)
-        return (p * (clean.log_softmax(1) - adv.log_softmax(1))).sum(1).mean()
+        return (clean.softmax(1) * (clean.log_softmax(1) - adv.log_softmax(1))).sum(1)
 
     gen = torch.Generator().manual_seed(0)
-    same = torch.randn(4, 10, generator=gen)
+    same = torch.randn(2, 3, generator=gen).mul(4).round().div(4)
     # p = (1/2, 1/2), q = (1/4, 3/4): KL(p||q) = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3) = 0.1438
     hand = (torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, float(torch.tensor(3.0).log())]]))
-    rand = (3 * torch.randn(16, 10, generator=gen), 3 * torch.randn(16, 10, generator=gen))
-    cases = [("identical logits (KL = 0)", same, same.clone()), ("hand-made case (KL = ln(4/3)/2)", *hand),
-             ("random logits (16, 10)", *rand)]
-    for name, clean, adv in cases:
+    two = (torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]))
+    cases = [("identical logits (KL = 0)", same, same.clone(), False),
+             ("a hand-made case (KL = ln(4/3)/2)", *hand, True), ("two images of three classes", *two, True)]
+    for name, clean, adv, core in cases:
         done, got = _call("TRADES KL", fn, clean.clone(), adv.clone())
         if not done:
             return
@@ -80,10 +90,33 @@ def check_trades_kl(fn: Callable) -> Checked:
             got = torch.tensor(float(got))
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.reshape(())
-        _close(f"TRADES KL term on {name}", got, reference(clean, adv), atol=1e-5)
+        expected = kl(clean, adv).mean()
+        value = float(got) if isinstance(got, torch.Tensor) and got.numel() == 1 else None
+        _report(f"TRADES KL term on {name}", value is not None and abs(value - expected.item()) <= 1e-5,
+                f"expected {expected.item():.5f}, got {got if value is None else f'{value:.5f}'} | inputs: "
+                f"logits_clean = {clean.tolist()}, logits_adv = {adv.tolist()} | hint: "
+                + _kl_mistake(value, clean, adv, kl), core=core)
 
 
-@checker
+def _kl_mistake(value: float | None, clean: torch.Tensor, adv: torch.Tensor, kl: Callable) -> str:
+    """The likely slip behind a wrong TRADES term (a hint on the concept)."""
+    p, q = clean.double().softmax(1), adv.double().softmax(1)
+    wrong = [(kl(adv, clean).mean(), "that is KL(p(x') || p(x)): the clean prediction p(x) is the reference "
+                                     "distribution, KL(p || q) = sum p log(p / q)"),
+             (kl(clean, adv).sum(), "summed over the images too: average over the batch, sum over the classes"),
+             (kl(clean, adv).mean() / clean.shape[1], "averaged over the classes too: sum over the classes, "
+                                                      "average over the images only"),
+             ((p * (p.log() - q)).sum(1).mean(), "the adversarial distribution entered as probabilities where "
+                                                 "log-probabilities belong")]
+    if value is not None:
+        for candidate, why in wrong:
+            if abs(value - candidate.item()) <= 1e-5:
+                return why
+    return ("with p = softmax(clean logits) and q = softmax(adversarial logits), KL(p || q) = "
+            "sum_c p_c (log p_c - log q_c) per image")
+
+
+@checker(checks=7, forbid=("nslib.training",))
 def check_eps_ramp(fn: Callable) -> Checked:
     """``fn(eps, epoch, step, steps_per_epoch, warmup_epochs)`` must return the linear eps
     warm-up of ``nslib.training.ramp``: ``eps * min(1, (epoch + (step + 1) / steps_per_epoch)
@@ -99,9 +132,25 @@ def check_eps_ramp(fn: Callable) -> Checked:
         expected = ramp(*args)
         ok = isinstance(got, (int, float)) or (isinstance(got, torch.Tensor) and got.numel() == 1)
         value = float(got) if ok else float("nan")
-        _report(f"eps ramp at epoch {args[1]}, step {args[2]} of {args[3]}, warm-up {args[4]:g}",
-                ok and abs(value - expected) < 1e-9,
-                f"expected {expected:.6f}, got {got if not ok else f'{value:.6f}'}")
+        eps, epoch, step, steps_per_epoch, warmup = args
+        call = (f"eps_ramp(eps={eps:.6g}, epoch={epoch}, step={step}, steps_per_epoch={steps_per_epoch}, "
+                f"warmup_epochs={warmup:g})")
+        _report(call, ok and abs(value - expected) < 1e-9,
+                f"expected {expected:.6f}, got {got if not ok else f'{value:.6f}'} | hint: "
+                + _ramp_mistake(value, *args), core=expected != eps)
+
+
+def _ramp_mistake(value: float, eps: float, epoch: int, step: int, steps_per_epoch: int, warmup: float) -> str:
+    """The likely slip behind a wrong eps ramp (a hint on the concept)."""
+    done = epoch + (step + 1) / steps_per_epoch  # epochs of training done, the current batch included
+    if warmup > 0 and abs(value - eps * min(1.0, (epoch + step / steps_per_epoch) / warmup)) < 1e-9:
+        return (f"the current batch counts as done: after batch {step} of epoch {epoch}, {done:g} epochs of "
+                "training are done")
+    if warmup > 0 and abs(value - eps * done / warmup) < 1e-9:
+        return "past the warm-up the budget stays at eps: it never grows beyond it"
+    return (f"{done:g} epochs of training are done (the current batch included) out of a warm-up of {warmup:g}; "
+            "the budget grows linearly with that fraction up to eps" if warmup > 0 else
+            "warmup_epochs = 0 means no warm-up: the full eps from the first batch")
 
 
 def _step_model(batchnorm: bool) -> nn.Module:
@@ -171,7 +220,7 @@ def _match_update(name: str, used: torch.Tensor, expected: torch.Tensor,
     return _report(name, False, detail)
 
 
-@checker
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.attacks.PGD", "nslib.attacks.pgd"))
 def check_pgd_at_step(fn: Callable) -> Checked:
     """``fn(model, optimizer, images, labels, eps, alpha, steps)`` must make ``x'`` by PGD (random
     start, ``nslib.attacks.pgd``) with the model in eval mode, then take one optimizer step on
@@ -187,8 +236,11 @@ def check_pgd_at_step(fn: Callable) -> Checked:
     x, y = _step_data()
     eps, alpha, steps = 0.1, 0.04, 3
     for start in ("eval", "train"):
-        model = _step_model(batchnorm=True)
+        model = _step_model(batchnorm=True).train(start == "train")
         stale = 0.1 * torch.randn(_flat_params(model).numel(), generator=torch.Generator().manual_seed(1))
+        done, got, used = _student_step("PGD-AT step", fn, model, stale, x, y, eps, alpha, steps)
+        if not done:
+            return
         # the reference: the attack in eval mode, then a train-mode forward, backward and step
         ref = _step_model(batchnorm=True)
         torch.manual_seed(0)
@@ -199,11 +251,7 @@ def check_pgd_at_step(fn: Callable) -> Checked:
         probe = _step_model(batchnorm=True).train()
         loss_clean = F.cross_entropy(probe(x), y)
         g_clean = _flat_grad(probe, loss_clean)
-        model.train(start == "train")
         bn = model.bn1
-        done, got, used = _student_step("PGD-AT step", fn, model, stale, x, y, eps, alpha, steps)
-        if not done:
-            return
         case = f"(model handed over in {start} mode)"
         passes = int(bn.num_batches_tracked)
         if passes != 1:
@@ -289,7 +337,8 @@ def _sns_variants(x_adv, x, y, layers, k, lam) -> list[tuple[float, torch.Tensor
     return out
 
 
-@checker
+@checker(checks=6, forbid=_LOSSES, allow=("nslib.hooks.capture", "nslib.attacks.PGD",
+                                            "nslib.sensitivity.neuron_distance"))
 def check_sns_step(fn: Callable) -> Checked:
     """``fn(model, optimizer, images, labels, layers, k, lam, eps, alpha, steps)`` must take one SNS
     step: ``x'`` by PGD (random start) against the model, then one optimizer step on
@@ -303,6 +352,11 @@ def check_sns_step(fn: Callable) -> Checked:
     layers, k, eps, alpha, steps = ["conv1", "conv2", "fc1"], 2, 0.1, 0.04, 3
     for lam in (0.5, 2.0):
         case = f"(lam = {lam:g})"
+        model = _step_model(batchnorm=False)
+        stale = 0.1 * torch.randn(_flat_params(model).numel(), generator=torch.Generator().manual_seed(2))
+        done, got, used = _student_step("SNS step", fn, model, stale, x, y, layers, k, lam, eps, alpha, steps)
+        if not done:
+            return
         ref = _step_model(batchnorm=False)
         torch.manual_seed(0)
         expected, _ = sns_loss(ref, x, y, net=ref, eps=eps, alpha=alpha, steps=steps, state={}, lam=lam,
@@ -310,15 +364,10 @@ def check_sns_step(fn: Callable) -> Checked:
         g_ref = _flat_grad(ref, expected)
         torch.manual_seed(0)
         mistakes = _sns_variants(pgd(ref, x, y, eps=eps, alpha=alpha, steps=steps), x, y, layers, k, lam)
-        model = _step_model(batchnorm=False)
-        stale = 0.1 * torch.randn(_flat_params(model).numel(), generator=torch.Generator().manual_seed(2))
-        done, got, used = _student_step("SNS step", fn, model, stale, x, y, layers, k, lam, eps, alpha, steps)
-        if not done:
-            return
         hooks = [n or "the model itself" for n, m in model.named_modules() if m._forward_hooks]
         _report(f"SNS step leaves no forward hook {case}", not hooks,
                 f"forward hooks are still attached to {', '.join(hooks)}: remove each one (handle.remove(), "
-                "in a finally block) or capture inside `with nslib.hooks.capture(...)`")
+                "in a finally block) or capture inside `with nslib.hooks.capture(...)`", core=False)
         value = _as_float(got)
         if value is None:
             _report(f"SNS step: returned loss {case}", False,

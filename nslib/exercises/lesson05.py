@@ -17,7 +17,8 @@ def _own_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
 
 
-@checker
+@checker(checks=3, forbid=("nslib.sensitivity.relative_sensitivity", "nslib.sensitivity.activation_scale"),
+         allow=("nslib.sensitivity.neuron_sensitivity", "nslib.hooks.activations"))
 def check_relative_sensitivity(fn: Callable) -> Checked:
     """``fn(model, benign, adversarial, layer)`` must return, as a float,
     ``mean |F_l(x) - F_l(x')| / mean |F_l(x)|`` (means over images, neurons and positions):
@@ -42,15 +43,20 @@ def check_relative_sensitivity(fn: Callable) -> Checked:
         got_last = float(got)
         ok = abs(got_last - expected) <= 1e-5 * max(1.0, expected)
         mistake = "" if ok else _relative_mistake(got_last, benign, adversarial)
-        _report(f"relative sensitivity of layer {layer!r}", ok, f"expected {expected:.5f}, got {got_last:.5f}{mistake}")
+        change, scale = (benign - adversarial).abs().mean().item(), benign.abs().mean().item()
+        _report(f"relative sensitivity of layer {layer!r}", ok,
+                f"expected {expected:.5f}, got {got_last:.5f}{mistake} | inputs: on this layer mean |F(x) - F(x')| = "
+                f"{change:.5f} and mean |F(x)| = {scale:.5f} over {benign.numel()} values (6 images)")
     scaled = copy.deepcopy(model)  # the same network with the last layer's output scaled by 10
     with torch.no_grad():
         scaled[3].weight.mul_(10)
         scaled[3].bias.mul_(10)
     done, got = _call("relative sensitivity", fn, scaled, x, x_adv, "3")
     if done:
-        _report("unchanged when the layer's output is scaled by 10", abs(float(got) - got_last) <= 1e-5 * max(1.0, got_last),
-                f"got {float(got):.5f} instead of {got_last:.5f}")
+        _report("unchanged when the layer's output is scaled by 10",
+                abs(float(got) - got_last) <= 1e-5 * max(1.0, got_last),
+                f"got {float(got):.5f} instead of {got_last:.5f} | hint: scaling F by 10 scales both means by 10",
+                core=False)
 
 
 def _relative_mistake(got: float, benign: torch.Tensor, adversarial: torch.Tensor) -> str:
@@ -69,18 +75,19 @@ def _relative_mistake(got: float, benign: torch.Tensor, adversarial: torch.Tenso
     return ""
 
 
-@checker
+@checker(checks=4)
 def check_top_k_overlap(fn: Callable) -> Checked:
     """``fn(sigma_a, sigma_b, k)`` must return the fraction (a float in [0, 1]) of the ``k``
     most sensitive neurons of ``sigma_a`` that are also among the ``k`` most sensitive of ``sigma_b``."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.rand(50, generator=gen), torch.rand(50, generator=gen)
     expected_random = len(set(a.topk(10).indices.tolist()) & set(b.topk(10).indices.tolist())) / 10
-    cases = [("identical", a, a.clone(), 5, 1.0),
-             ("reversed", torch.arange(10.0), -torch.arange(10.0), 3, 0.0),
-             ("hand case", torch.tensor([0.9, 0.8, 0.1, 0.2, 0.7]), torch.tensor([0.9, 0.1, 0.8, 0.2, 0.05]), 2, 0.5),
-             ("random", a, b, 10, expected_random)]
-    for name, sigma_a, sigma_b, k, expected in cases:
+    cases = [("identical", a, a.clone(), 5, 1.0, False),
+             ("reversed", torch.arange(10.0), -torch.arange(10.0), 3, 0.0, False),
+             ("hand case", torch.tensor([0.9, 0.8, 0.1, 0.2, 0.7]), torch.tensor([0.9, 0.1, 0.8, 0.2, 0.05]), 2, 0.5,
+              True),
+             ("random", a, b, 10, expected_random, True)]
+    for name, sigma_a, sigma_b, k, expected, core in cases:
         done, got = _call("top-k overlap", fn, sigma_a.clone(), sigma_b.clone(), k)
         if not done:
             return
@@ -89,5 +96,8 @@ def check_top_k_overlap(fn: Callable) -> Checked:
         hint = (f": divide the number of shared neurons by k = {k}, not by the {n} neurons"
                 if abs(value * n / k - expected) < 1e-9 and abs(value - expected) > 1e-9 else
                 ": a fraction in [0, 1] is expected, not a count" if value > 1 else "")
+        shown = (f"sigma_a = {sigma_a.tolist()}, sigma_b = {sigma_b.tolist()}" if n <= 10 else
+                 f"{n} neurons; the top-{k} of sigma_a are {sorted(sigma_a.topk(k).indices.tolist())}, of sigma_b "
+                 f"{sorted(sigma_b.topk(k).indices.tolist())}")
         _report(f"top-{k} overlap, {name}", abs(value - expected) < 1e-9,
-                f"expected {expected:.2f}, got {value:.2f}{hint}")
+                f"expected {expected:.2f}, got {value:.2f}{hint} | inputs: {shown}, k = {k}", core=core)
