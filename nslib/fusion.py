@@ -21,7 +21,7 @@ and mixing clean and adversarial statistics in one BatchNorm is known to hurt (X
 BatchNorm in eval mode uses its running statistics and needs nothing. See
 ``docs/experiments.md#sns-loss``.
 
-Taught in ``notebooks/04_robust_training_and_sns.ipynb`` (the SNS loss; the fusion is an option of it).
+Taught in lesson 04 (``04_robust_training_and_sns.ipynb``: the SNS loss; the fusion is an option of it).
 """
 from __future__ import annotations
 

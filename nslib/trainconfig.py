@@ -3,7 +3,7 @@
 ``nslib.training.train``'s keywords, the command line's ``train`` flags (``nslib.cli``) and the
 ``recipe`` dict a checkpoint carries are these settings; the recipe's own options are checked
 against its signature (``nslib.recipes.recipe_options``), so a misspelt one is an error.
-Re-exported by ``nslib.training``. Taught in ``notebooks/04_robust_training_and_sns.ipynb``.
+Re-exported by ``nslib.training``. Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 """
 from __future__ import annotations
 
