@@ -3,8 +3,8 @@
 #   make test        - install what tests need, run pytest and nbval over notebooks/
 # Both create and reuse the virtual environment in $(VENV). Also:
 #   make test-fast      - pytest without the slow end-to-end tests (the newcomer test) and notebooks
-#   make lab            - JupyterLab on student/, the student edition (exercises without solutions)
-#   make lab-instructor - JupyterLab on notebooks/, the instructor edition (with solutions)
+#   make lab            - JupyterLab in student/, the student edition (exercises without solutions)
+#   make lab-instructor - JupyterLab in notebooks/, the instructor edition (with solutions)
 #   make lock           - re-resolve every dependency to its newest release, record it in constraints.txt
 
 PYTHON ?= python3
@@ -41,11 +41,15 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not slow" -x -q -p no:cacheprovider
 
+# JupyterLab serves the whole repository and opens its file browser in one edition, so the
+# notebooks' links to ../docs/ open there as they do on a code host (tests/test_notebook_links.py).
+LAB := $(BIN)/jupyter lab --ServerApp.root_dir=.
+
 lab: venv
-	$(BIN)/jupyter lab student/
+	$(LAB) --ContentsManager.preferred_dir=student
 
 lab-instructor: venv
-	$(BIN)/jupyter lab notebooks/
+	$(LAB) --ContentsManager.preferred_dir=notebooks
 
 # After editing notebooks/: nbgrader metadata and test cells, then the student edition.
 student: venv
