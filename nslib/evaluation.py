@@ -393,20 +393,53 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
     for name, spec in attacks.items():  # every spec is checked before the first attack runs
         describe_spec(name, spec, next(iter(models.values())))
     pairs = [(m, a) for m in models for a in attacks]
-    if progress:
+    bar = None
+    if progress:  # weighted by each attack's gradient passes, so the estimate of the time left holds
         from tqdm.auto import tqdm
 
-        pairs = tqdm(pairs, desc="robustness table", unit="attack")
+        bar = tqdm(total=sum(_passes(attacks[a]) for _, a in pairs), desc="robustness table", unit="step")
     rows = []
     for model_name, attack_name in pairs:
         model, spec = models[model_name], attacks[attack_name]
+        if bar is not None:
+            bar.set_postfix_str(f"{model_name}: {attack_name}")
         result = _run_batches(model, spec, x, y, batch_size, seed)
         robust = result.pop("robust")
+        if bar is not None:
+            _advance(bar, spec, result)
         rows.append({"model": model_name, **describe_spec(attack_name, spec, model),
                      "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]),
                      "stages": {k: v.sum().item() / v.numel() for k, v in result.items()}, "robust": robust,
                      "flags": []})
+    if bar is not None:
+        bar.close()
     return flag_masking(rows, tolerance=tolerance, large_eps_max=large_eps_max, autoattack_gap=autoattack_gap)
+
+
+def _passes(spec) -> int:
+    """About how many gradient passes per image an attack spec takes (a progress bar's weight; clean counts 1)."""
+    if callable(spec) or spec.get("attack", "clean") in ("clean", "fgsm"):
+        return 1
+    if spec["attack"] == "autoattack":
+        from .autoattack import gradient_passes
+
+        return gradient_passes(spec.get("version", "standard"))
+    if spec["attack"] == "cw":
+        return spec.get("steps", 100) * spec.get("binary_search_steps", 1)
+    return spec.get("steps", 10) * spec.get("restarts", 1)
+
+
+def _advance(bar, spec, stages: dict) -> None:
+    """Move ``bar`` by the passes an attack took; AutoAttack's cascade takes fewer than :func:`_passes` when its
+    first components break most images, and the bar's total shrinks by the difference."""
+    planned = taken = _passes(spec)
+    if stages and not callable(spec) and spec.get("attack") == "autoattack":
+        from .autoattack import gradient_passes
+
+        left = [flags.float().mean().item() for flags in stages.values()]
+        taken = gradient_passes(spec.get("version", "standard"), [1.0] + left[:-1])
+        bar.total -= planned - taken
+    bar.update(taken)
 
 
 def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05,
