@@ -52,20 +52,39 @@ def test_the_steps_note_counts_the_images_each_attack_alone_broke():
     rows = [_pgd("sns", "pgd10", 10, 0.075, short), _pgd("sns", "pgd40", 40, 0.01, long),
             _pgd("pgd_at", "pgd10", 10, 0.075, short), _pgd("pgd_at", "pgd40", 40, 0.01, short)]
     text = e5.steps_text(rows)
-    assert "sns 91.0 vs 90.0 %" in text and "PGD-10 broke 3 images that PGD-40 missed, PGD-40 1 that" in text
+    assert "sns 91.0 vs 90.0 %" in text and "PGD-10 broke 3 images that PGD-40 missed, PGD-40 1 image that" in text
     assert "pgd_at" not in text.split("It looks")[0]      # equal there: no contradiction to explain
-    assert "1.0 points, is within the sampling noise" in text and "nothing to compare here" in text
+    assert "nothing to compare here" in text
     assert "it is sns 89.5 %" in text                     # both attacks together: 200 - 20 - 1 images
     assert e5.steps_text(rows[2:]) == ""
 
 
-def test_the_steps_note_names_the_pairs_the_check_did_compare_and_a_difference_beyond_noise():
+def test_the_steps_note_names_the_pairs_the_check_did_compare():
     short = [True] * 100 + [False] * 100
-    long = [True] * 180 + [False] * 20                    # 40 points above: beyond two standard errors
+    long = [True] * 180 + [False] * 20
     rows = [_pgd("m", "pgd10", 10, 0.075, short), _pgd("m", "pgd40", 40, 0.01, long),
             _pgd("m", "pgd100", 100, 0.01, long)]
     text = e5.steps_text(rows)
-    assert "beyond the sampling noise" in text and "compared `pgd40` with `pgd100`" in text
+    assert "PGD-40 none that PGD-10 missed" in text and "compared `pgd40` with `pgd100`" in text
+
+
+def test_split_suite_puts_the_attacks_at_the_budget_first_and_the_checks_second():
+    for quick in (True, False):
+        suite = e5.attack_suite(quick, "quick" if quick else "standard")
+        at_eps, checks = e5.split_suite(suite)
+        assert list(at_eps) + list(checks) == [n for n in suite if n in at_eps] + [n for n in suite if n in checks]
+        assert {"clean", "fgsm", "pgd10", "pgd40", "pgd40_cw"} <= set(at_eps) and "pgd40@0.6" in checks
+        assert all("l2" in n or "@" in n for n in checks), checks
+    assert "cw_l2" in e5.split_suite(e5.attack_suite(False))[1]        # C&W: an L2 attack, whatever its keys
+
+
+def test_tables_merged_redo_the_checks_that_need_rows_of_both():
+    big = _pgd("a", "pgd40@0.6", 40, 0.04, [True] * 20 + [False] * 180)   # 10 % at twice the budget
+    big["eps"] = 0.6
+    at_eps = [_pgd("a", "pgd40", 40, 0.01, [True] * 150 + [False] * 50)]
+    assert evaluation.flag_masking([dict(big, flags=[])])[0]["flags"] == []  # alone: no budget to compare with
+    merged = e5.merge_tables(at_eps, [big])
+    assert [len(r["flags"]) for r in merged] == [0, 1] and "large eps" in merged[1]["flags"][0]
 
 
 def test_autoattack_read_from_the_checkpoints_joins_the_table_and_its_masking_check():
@@ -75,7 +94,7 @@ def test_autoattack_read_from_the_checkpoints_joins_the_table_and_its_masking_ch
     label = "AutoAttack quick subset (APGD-CE + APGD-T, 3 target classes)"
     infos = {"a": {"metrics": {"aa_acc": 0.80, "n": 1000, "eps": 0.3, "aa_version": label}},   # PGD 15 points above
              "b": {"metrics": {"aa_acc": 0.74, "n": 1000, "eps": 0.3, "aa_version": label}}}
-    merged = e5.with_recorded_autoattack(rows, infos)
+    merged = e5.merge_tables(rows[:1], rows[1:], infos=infos)
     aa = {r["model"]: r for r in merged if r["kind"] == "autoattack"}
     assert {r["attack"] for r in aa.values()} == {"autoattack_quick@1000"}
     assert (aa["a"]["accuracy"], aa["a"]["n"]) == (0.80, 1000)
@@ -83,7 +102,7 @@ def test_autoattack_read_from_the_checkpoints_joins_the_table_and_its_masking_ch
     assert len(flags["a"]) == 1 and "above autoattack_quick@1000" in flags["a"][0] and flags["b"] == []
     assert rows[0]["flags"] == ["a flag from an earlier check"]  # the caller's rows are left alone
     with pytest.raises(ValueError, match="records no AutoAttack"):
-        e5.with_recorded_autoattack(rows, {"a": {"metrics": {}}, "b": infos["b"]})
+        e5.merge_tables(rows, infos={"a": {"metrics": {}}, "b": infos["b"]})
 
 
 class _Bar:

@@ -98,7 +98,7 @@ def suite_text(quick: bool, eps: float = 0.3, recorded: int | None = None) -> st
     Quick mode's AutoAttack is the quick subset, full mode's the standard version (as in
     :class:`~nslib.experiments.context.Context`); both suites are :func:`attack_suite`'s. With
     ``recorded`` (quick mode), the text says AutoAttack is read from the checkpoints, which
-    measured it on that many test images (:func:`with_recorded_autoattack`).
+    measured it on that many test images (:func:`merge_tables`).
     """
     suites = {mode: attack_suite(mode, "quick" if mode else "standard", eps) for mode in (True, False)}
     ran, other = suites[quick], suites[not quick]
@@ -113,7 +113,7 @@ def suite_text(quick: bool, eps: float = 0.3, recorded: int | None = None) -> st
             swaps[name] = twin
     added = [n for n in other if n not in ran and n not in swaps]
     listed, shown = dict(words), {n: n for n in ran}
-    if recorded and quick:  # the name with_recorded_autoattack gives the column
+    if recorded and quick:  # the name merge_tables gives the column
         for name in (n for n in ran if kind[n][0] == "autoattack"):
             shown[name] = f"{name}@{recorded}"
             listed[name] += (f", read from each checkpoint, which ran it on all {recorded:,} test images when it was "
@@ -162,28 +162,32 @@ def _step_checks(rows: list[dict], model: str, eps: float, quick: bool) -> str:
             + (f" (full mode runs {' and '.join(shared)} at PGD-40's step)" if quick and shared else ""))
 
 
+def _count(flags) -> str:
+    """``"none"``, ``"1 image"``, ``"3 images"``: how many of ``flags`` are set."""
+    n = int(flags.sum())
+    return "none" if n == 0 else f"{n} image" + "s" * (n != 1)
+
+
 def steps_text(rows: list[dict], quick: bool = True) -> str:
     """Why a PGD attack with more steps can leave more images standing than one with fewer: Markdown, computed.
 
     For each model where an L-inf PGD row with more (smaller) steps has a higher accuracy than
-    one with fewer (larger) steps: the per-example difference, the two step sizes, the sampling
-    noise, which rows the masking check did compare, and the per-example worst case over the
-    two. Empty when ``rows`` (``robustness_table``'s, with ``robust`` flags) have no such pair.
+    one with fewer (larger) steps: the images each attack alone broke, the two step sizes, which
+    rows the masking check did compare, and the per-example worst case over the two. Empty when
+    ``rows`` (``robustness_table``'s, with ``robust`` flags) have no such pair.
     """
-    from ..evaluation import _noise, worst_case
+    from ..evaluation import worst_case
 
     pairs = _more_steps_weaker(rows)
     if not pairs:
         return ""
     few, many = pairs[0]
     short, long = (f"PGD-{r['steps']}" for r in (few, many))
-    eps, n = few["eps"], few["n"]
+    eps = few["eps"]
     per_model = "; ".join(
         f"{a['model']} {100 * b['accuracy']:.1f} vs {100 * a['accuracy']:.1f} % ({short} broke "
-        f"{int((b['robust'] & ~a['robust']).sum())} images that {long} missed, {long} "
-        f"{int((a['robust'] & ~b['robust']).sum())} that {short} missed)" for a, b in pairs)
-    gap = max(b["accuracy"] - a["accuracy"] for a, b in pairs)
-    noise = min(_noise(a["accuracy"], n) for a, _ in pairs)
+        f"{_count(b['robust'] & ~a['robust'])} that {long} missed, {long} "
+        f"{_count(a['robust'] & ~b['robust'])} that {short} missed)" for a, b in pairs)
     steps = ", ".join(f"{label} steps {r['alpha']:.3g} (ε/{eps / r['alpha']:.3g}, {r['alpha'] * r['steps']:.2g} in all)"
                       for label, r in ((short, few), (long, many)))
     worst = ", ".join(f"{a['model']} {100 * worst_case(rows, a['model'], [few['attack'], many['attack']]):.1f} %"
@@ -192,42 +196,47 @@ def steps_text(rows: list[dict], quick: bool = True) -> str:
             "It looks as if the rule \"more steps must not be weaker\" were broken, but the two attacks differ in "
             f"step size as well: {steps}. Big steps cross the ε-box in a few moves and reach corners that small steps "
             "never explore, so on a robust model the shorter attack sometimes finds an adversarial example the longer "
-            f"one misses. The largest difference here, {100 * gap:.1f} points, is "
-            f"{'within' if gap <= noise else 'beyond'} the sampling noise (two standard errors of a difference of two "
-            f"accuracies on {n} images: {100 * noise:.1f} points). The masking check compares step counts only at the "
+            "one misses (the counts above are on the same images). The masking check compares step counts only at the "
             f"same step size: {_step_checks(rows, few['model'], eps, quick)}. That is why robustness is read from the "
             f"per-example worst case over the attacks, never from one: over {short} and {long} it is {worst}.")
 
 
-def with_recorded_autoattack(rows: list[dict], infos: dict[str, dict]) -> list[dict]:
-    """``robustness_table``'s ``rows`` plus each model's AutoAttack row as its checkpoint recorded it, masking
-    checks redone over all of them.
+def split_suite(suite: dict, eps: float = 0.3) -> tuple[dict, dict]:
+    """A suite in the two parts notebook 04 runs in two cells: clean and the L-inf attacks at ``eps``, then the
+    checks at other budgets and in other norms (twice the budget, eps/3 and 2 eps/3, L2)."""
+    from ..evaluation import describe_spec
 
-    A shipped checkpoint carries AutoAttack's accuracy on all its test images (``info["metrics"]``:
-    ``aa_acc`` on ``n`` images at ``eps``, version ``aa_version``), measured when it was made; quick
-    mode reads it rather than running AutoAttack, the costliest attack by far, again on the first
-    images. The row is named ``autoattack_<version>@<n>`` and has no per-example flags (a worst
-    case over it falls back to its accuracy, ``nslib.evaluation.worst_case``).
+    rows = {name: describe_spec(name, spec) for name, spec in suite.items()}
+    at_eps = [n for n, r in rows.items() if r["kind"] == "clean" or (r["norm"] == "Linf" and r["eps"] == eps)]
+    return ({n: suite[n] for n in at_eps}, {n: spec for n, spec in suite.items() if n not in at_eps})
 
-    Args:
-        rows (list of dict): ``nslib.evaluation.robustness_table``'s rows, by model name.
-        infos (dict): ``{model name: checkpoint info}`` (``nslib.checkpoints.read_checkpoint``).
+
+def merge_tables(*tables: list[dict], infos: dict[str, dict] | None = None) -> list[dict]:
+    """The rows of several ``robustness_table`` calls as one table, the masking checks redone over all of them.
+
+    With ``infos`` (``{model name: checkpoint info}``, ``nslib.checkpoints.read_checkpoint``), each
+    model's AutoAttack joins as its checkpoint recorded it: a shipped checkpoint carries
+    AutoAttack's accuracy on all its test images (``metrics``: ``aa_acc`` on ``n`` images at
+    ``eps``, version ``aa_version``), measured when it was made, and quick mode reads it rather
+    than running AutoAttack, the costliest attack by far, again. That row is named
+    ``autoattack_<version>@<n>`` and has no per-example flags (a worst case over it falls back to
+    its accuracy, ``nslib.evaluation.worst_case``). The rows given are not changed.
     """
     from ..autoattack import VERSIONS, describe_version
     from ..evaluation import flag_masking
 
+    rows = [{**r, "flags": []} for table in tables for r in table]
     versions = {describe_version(v): v for v in VERSIONS}
-    recorded = []
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for model in dict.fromkeys(r["model"] for r in rows) if infos is not None else ():
         metrics = infos[model]["metrics"]
         if "aa_acc" not in metrics:
             raise ValueError(f"the checkpoint of {model!r} records no AutoAttack accuracy (metrics: {sorted(metrics)}); "
                              "run AutoAttack here instead (a suite with autoattack='quick').")
-        recorded.append({"model": model, "attack": f"autoattack_{versions[metrics['aa_version']]}@{metrics['n']}",
-                         "kind": "autoattack", "norm": "Linf", "eps": metrics["eps"], "steps": None, "alpha": None,
-                         "restarts": None, "loss": None, "accuracy": metrics["aa_acc"], "n": metrics["n"],
-                         "stages": {}, "robust": None, "flags": []})
-    return flag_masking([{**r, "flags": []} for r in rows] + recorded)
+        rows.append({"model": model, "attack": f"autoattack_{versions[metrics['aa_version']]}@{metrics['n']}",
+                     "kind": "autoattack", "norm": "Linf", "eps": metrics["eps"], "steps": None, "alpha": None,
+                     "restarts": None, "loss": None, "accuracy": metrics["aa_acc"], "n": metrics["n"],
+                     "stages": {}, "robust": None, "flags": []})
+    return flag_masking(rows)
 
 
 def seed_table(ctx: Context) -> tuple[list[dict], list[dict], dict]:
