@@ -3,9 +3,9 @@
 #   make test        - install what tests need, run pytest (nbval over the notebooks included)
 # Both create and reuse the virtual environment in $(VENV). Also:
 #   make test-fast      - pytest without the slow end-to-end tests (the newcomer test) and notebooks
-#   make lab            - JupyterLab on student/, the student edition (exercises without solutions),
+#   make lab            - JupyterLab in student/, the student edition (exercises without solutions),
 #                         without nbgrader's instructor menus
-#   make lab-instructor - JupyterLab on notebooks/, the instructor edition (with solutions)
+#   make lab-instructor - JupyterLab in notebooks/, the instructor edition (with solutions)
 #   make hub            - dist/hub/: the wheel and the student edition, what a JupyterHub needs
 #                         (no solutions; docs/instructor.md section 6)
 #   make lock           - re-resolve every dependency to its newest release, record it in constraints.txt
@@ -60,12 +60,16 @@ STUDENT_LAB := $(VENV)/student-lab
 $(STUDENT_LAB): $(STAMP)
 	$(BIN)/python -m nslib.classroom student-lab $(STUDENT_LAB)
 
+# JupyterLab serves the whole repository and opens its file browser in one edition, so the
+# notebooks' links to ../docs/ open there as they do on a code host (tests/test_notebook_links.py).
+LAB := $(BIN)/jupyter lab --ServerApp.root_dir=.
+
 lab: venv $(STUDENT_LAB)
-	$(BIN)/jupyter lab student/
+	$(LAB) --ContentsManager.preferred_dir=student
 lab: export JUPYTER_CONFIG_PATH := $(CURDIR)/$(STUDENT_LAB)
 
 lab-instructor: venv
-	$(BIN)/jupyter lab notebooks/
+	$(LAB) --ContentsManager.preferred_dir=notebooks
 
 # After editing notebooks/: nbgrader metadata and test cells, then the student edition.
 student: venv

@@ -23,13 +23,15 @@ Taught in lesson 04 (``04_robust_training_and_sns.ipynb``).
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from .utils import check_eps, eval_mode, model_device
 
-__all__ = ["VERSIONS", "NORMS", "BLACK_BOX", "autoattack_robust", "describe_version", "check_version"]
+__all__ = ["VERSIONS", "NORMS", "BLACK_BOX", "PASSES", "autoattack_robust", "describe_version", "check_version",
+           "gradient_passes"]
 
 #: Our version names -> AutoAttack's attack names, in the order the cascade runs them.
 VERSIONS = {
@@ -42,6 +44,25 @@ TARGET_CLASSES = {"standard": 9, "quick": 3}
 NORMS = ("Linf", "L2", "L1")
 #: Components that use no gradient (the check that they do not beat the white-box ones).
 BLACK_BOX = ("square",)
+#: Gradient passes per image of each component, per target class for the targeted ones: the standard
+#: version's 100 iterations; Square's 5,000 queries are forward passes, about a third of one each.
+PASSES = {"apgd-ce": 100, "apgd-t": 100, "fab-t": 100, "square": 5000 // 3}
+
+
+def gradient_passes(version: str, attacked: Sequence[float] | None = None) -> int:
+    """About how many gradient passes per image AutoAttack ``version`` takes (a progress bar's weight).
+
+    ``attacked`` (optional): the fraction of the images each component of the cascade ran on
+    (each runs only on those the earlier ones left standing); default: all of them.
+
+    Example:
+        >>> gradient_passes("quick"), gradient_passes("quick", [1.0, 0.0])
+        (400, 100)
+    """
+    check_version(version)
+    attacked = [1.0] * len(VERSIONS[version]) if attacked is None else list(attacked)
+    return round(sum(PASSES[name] * (TARGET_CLASSES[version] if name in ("apgd-t", "fab-t") else 1) * share
+                     for name, share in zip(VERSIONS[version], attacked)))
 
 
 def describe_version(version: str) -> str:

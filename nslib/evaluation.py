@@ -323,7 +323,7 @@ def describe_spec(name: str, spec, model: nn.Module | None = None) -> dict:
 
 def robustness_table(models, data, attacks: dict | None = None, *, batch_size: int = 500,
                      seed: int = 0, tolerance: float = 0.01, large_eps_max: float = 0.05,
-                     autoattack_gap: float = 0.10, progress: bool = False) -> list[dict]:
+                     autoattack_gap: float = 0.10, progress: bool = False, cache: bool = False) -> list[dict]:
     """Accuracy of every model under every attack, as a tidy list of rows, with masking checks.
 
     Gradient-masking checks (Athalye et al., 2018; Carlini et al., 2019), each flagged on
@@ -360,6 +360,9 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
             Default: ``0.05``.
         autoattack_gap (float, optional): how far PGD may sit above AutoAttack. Default: ``0.10``.
         progress (bool, optional): a tqdm bar over (model, attack) pairs. Default: ``False``.
+        cache (bool, optional): reuse the rows of an earlier call with the same weights, images,
+            specs and settings, and the same code (``nslib.cache``; specs must be dicts).
+            Default: ``False``.
 
     Returns:
         list of dict: one row per (model, attack): ``model``, ``attack`` (its name in the
@@ -392,21 +395,61 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
         attacks = default_suite(default_eps(x.shape[1]))
     for name, spec in attacks.items():  # every spec is checked before the first attack runs
         describe_spec(name, spec, next(iter(models.values())))
+    if cache:
+        from .cache import attack_inputs, cached
+
+        settings = dict(batch_size=batch_size, seed=seed, tolerance=tolerance, large_eps_max=large_eps_max,
+                        autoattack_gap=autoattack_gap)
+        return cached("robustness_table", attack_inputs(models, x, y, attacks, **settings),
+                      lambda: robustness_table(models, data, attacks, progress=progress, **settings))
     pairs = [(m, a) for m in models for a in attacks]
-    if progress:
+    bar = None
+    if progress:  # weighted by each attack's gradient passes, so the estimate of the time left holds
         from tqdm.auto import tqdm
 
-        pairs = tqdm(pairs, desc="robustness table", unit="attack")
+        bar = tqdm(total=sum(_passes(attacks[a]) for _, a in pairs), desc="robustness table", unit="step")
     rows = []
     for model_name, attack_name in pairs:
         model, spec = models[model_name], attacks[attack_name]
+        if bar is not None:
+            bar.set_postfix_str(f"{model_name}: {attack_name}")
         result = _run_batches(model, spec, x, y, batch_size, seed)
         robust = result.pop("robust")
+        if bar is not None:
+            _advance(bar, spec, result)
         rows.append({"model": model_name, **describe_spec(attack_name, spec, model),
                      "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]),
                      "stages": {k: v.sum().item() / v.numel() for k, v in result.items()}, "robust": robust,
                      "flags": []})
+    if bar is not None:
+        bar.close()
     return flag_masking(rows, tolerance=tolerance, large_eps_max=large_eps_max, autoattack_gap=autoattack_gap)
+
+
+def _passes(spec) -> int:
+    """About how many gradient passes per image an attack spec takes (a progress bar's weight; clean counts 1)."""
+    if callable(spec) or spec.get("attack", "clean") in ("clean", "fgsm"):
+        return 1
+    if spec["attack"] == "autoattack":
+        from .autoattack import gradient_passes
+
+        return gradient_passes(spec.get("version", "standard"))
+    if spec["attack"] == "cw":
+        return spec.get("steps", 100) * spec.get("binary_search_steps", 1)
+    return spec.get("steps", 10) * spec.get("restarts", 1)
+
+
+def _advance(bar, spec, stages: dict) -> None:
+    """Move ``bar`` by the passes an attack took; AutoAttack's cascade takes fewer than :func:`_passes` when its
+    first components break most images, and the bar's total shrinks by the difference."""
+    planned = taken = _passes(spec)
+    if stages and not callable(spec) and spec.get("attack") == "autoattack":
+        from .autoattack import gradient_passes
+
+        left = [flags.float().mean().item() for flags in stages.values()]
+        taken = gradient_passes(spec.get("version", "standard"), [1.0] + left[:-1])
+        bar.total -= planned - taken
+    bar.update(taken)
 
 
 def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05,
@@ -662,7 +705,7 @@ def save_csv(rows: list[dict], path) -> None:
 def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                           eps_list, *, attack: str = "pgd", steps: int = 40,
                           alpha: float | None = None, restarts: int = 1, batch_size: int = 500,
-                          seed: int = 0, progress: bool = False) -> list[float]:
+                          seed: int = 0, progress: bool = False, cache: bool = False) -> list[float]:
     """Accuracy under ``attack`` at each eps of ``eps_list`` (eps 0 is clean accuracy).
 
     Args:
@@ -674,6 +717,8 @@ def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.
         alpha (float, optional): step size. Default: ``2.5 * eps / steps``.
         restarts (int, optional): PGD random restarts. Default: ``1``.
         seed (int, optional): ``torch.manual_seed`` before each eps. Default: ``0``.
+        cache (bool, optional): reuse an earlier call's curve (as in :func:`robustness_table`).
+            Default: ``False``.
 
     Returns:
         list of float: one accuracy per eps.
@@ -687,6 +732,12 @@ def robust_accuracy_curve(model: nn.Module, images: torch.Tensor, labels: torch.
     if restarts != 1 and attack != "pgd":
         raise ValueError(f"restarts={restarts} needs a random start, which only 'pgd' has; "
                          f"{attack!r} is deterministic, so drop restarts.")
+    if cache:
+        from .cache import attack_inputs, cached
+
+        settings = dict(attack=attack, steps=steps, alpha=alpha, restarts=restarts, batch_size=batch_size, seed=seed)
+        return cached("robust_accuracy_curve", attack_inputs({"model": model}, images, labels, list(eps_list), **settings),
+                      lambda: robust_accuracy_curve(model, images, labels, eps_list, progress=progress, **settings))
     eps_iter = eps_list
     if progress:
         from tqdm.auto import tqdm

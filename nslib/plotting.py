@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["upsample", "plot_layer_sensitivity", "plot_sensitivity_distribution",
            "plot_ablation_curves", "plot_ablation_grid", "plot_feature_maps", "plot_examples", "plot_accuracy_vs_eps",
-           "plot_sensitivity_vs_robustness", "plot_sns_knobs", "grouped_bars", "plot_seed_metrics"]
+           "plot_sensitivity_vs_robustness", "plot_sns_knobs", "grouped_bars", "plot_seed_metrics", "log_scale"]
 
 SENSITIVITY_LABEL = "layer sensitivity (mean |ΔF|, activation units)"
 NEURON_LABEL = "neuron sensitivity σ (mean |ΔF|, activation units)"
@@ -40,6 +40,20 @@ def _figure(ax=None, figsize=(6.4, 4.0)):
 
 def _numpy(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def log_scale(ax, axis: str = "y") -> None:
+    """Put ``ax``'s ``axis`` (``"x"`` or ``"y"``) on a log scale labelled in plain numbers (0.2, 0.5, 1, 2, 5):
+    matplotlib's default labels a range narrower than a decade as ``4×10⁰``."""
+    from matplotlib import ticker
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}.")
+    getattr(ax, f"set_{axis}scale")("log")
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    scale.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    scale.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    scale.set_minor_formatter(ticker.NullFormatter())
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -162,7 +176,8 @@ def plot_sensitivity_distribution(sensitivity: Mapping[str, Mapping[str, torch.T
                 ax.plot(np.arange(1, len(ordered) + 1), ordered, marker=".", label=m, color=colours[m])
             ax.set_xlabel("neuron rank (1 = most sensitive)")
             ax.legend(title="model")
-        ax.set(title=f"{layer} ({len(next(iter(values.values())))} neurons)", ylabel=NEURON_LABEL)
+        ax.set(title=f"{layer} ({len(next(iter(values.values())))} neurons)")
+    axes[0, 0].set_ylabel(NEURON_LABEL.replace(" (", "\n(", 1))  # once, on two lines: it would run into the next panel
     fig.suptitle(title)
     return fig
 
@@ -484,9 +499,4 @@ def _sensitivity_line(ax, labels: list[str], chosen: Sequence[Mapping], base: Ma
     else:
         ax.plot(labels, means, marker="o", color="C2", label="SNS")
     ax.axhline(base["mean_sensitivity"], color="gray", linestyle="--", label="PGD-AT, same budget")
-    ax.set_yscale("log")
-    from matplotlib import ticker
-
-    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    log_scale(ax)

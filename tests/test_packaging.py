@@ -118,8 +118,9 @@ def test_make_lab_opens_the_student_edition_and_lab_instructor_the_solutions():
         start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
         return lines[start + 1].strip()
 
-    assert recipe("lab") == "$(BIN)/jupyter lab student/"
-    assert recipe("lab-instructor") == "$(BIN)/jupyter lab notebooks/"
+    assert "LAB := $(BIN)/jupyter lab --ServerApp.root_dir=." in lines  # the repository: ../docs/ links open
+    assert recipe("lab") == "$(LAB) --ContentsManager.preferred_dir=student"
+    assert recipe("lab-instructor") == "$(LAB) --ContentsManager.preferred_dir=notebooks"
     readme = (ROOT / "README.md").read_text()
     assert "make lab" in readme and "make lab-instructor" in readme
 

@@ -66,14 +66,27 @@ def test_plot_sensitivity_distribution_one_panel_per_layer(kind):
     fig = plotting.plot_sensitivity_distribution(sens, kind=kind)
     assert len(fig.axes) == 2
     assert fig.get_suptitle()
+    # the y label once, on the first panel: repeated, the long label ran into the next panel
+    assert "σ" in fig.axes[0].get_ylabel() and [ax.get_ylabel() for ax in fig.axes[1:]] == [""]
     for ax, n in zip(fig.axes, (8, 16)):
-        assert labelled(ax) and f"{n} neurons" in ax.get_title()
+        assert ax.get_xlabel() and f"{n} neurons" in ax.get_title()
         if kind == "sorted":
             assert len(ax.lines) == 2
             ys = ax.lines[0].get_ydata()
             assert len(ys) == n and np.all(np.diff(ys) <= 0)  # sorted from the largest down
     one = plotting.plot_sensitivity_distribution(sens, layers=["conv2"], kind=kind)
     assert len(one.axes) == 1
+
+
+def test_log_scale_labels_plain_numbers_within_a_decade():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3.0, 7.0])
+    plotting.log_scale(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ax.get_yscale() == "log" and "5" in labels and not any("10^" in l or "×" in l for l in labels), labels
+    with pytest.raises(ValueError, match="'x' or 'y'"):
+        plotting.log_scale(ax, "z")
 
 
 def test_plot_ablation_curves_with_a_band_for_random():
