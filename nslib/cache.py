@@ -59,8 +59,8 @@ def model_digest(model: nn.Module) -> str:
 
 def attack_inputs(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, specs, **settings) -> dict:
     """The inputs of an evaluation of ``models`` under attack ``specs`` (dicts) for :func:`cached`: the weights and
-    the images by content, the specs, ``settings`` (seed, batch size, ...), the device, the thread count (it moves
-    the last digits) and AutoAttack's version when a spec runs it."""
+    the images by content, the specs, ``settings`` (seed, batch size, ...), the device, the thread count and the
+    CPU's kernel set (both move the last digits) and AutoAttack's version when a spec runs it."""
     from importlib import metadata
 
     if any(callable(spec) for spec in (specs.values() if isinstance(specs, dict) else specs)):
@@ -71,7 +71,7 @@ def attack_inputs(models: dict[str, nn.Module], images: torch.Tensor, labels: to
     device = next((t.device for t in first.parameters()), torch.device("cpu"))
     return {"models": {name: model_digest(model) for name, model in models.items()},
             "data": tensor_digest(images, labels), "specs": specs, "settings": settings, "device": device.type,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
             "pyautoattack": metadata.version("pyautoattack") if uses_autoattack else None}
 
 
@@ -93,7 +93,7 @@ def cached(name: str, inputs: dict, compute: Callable[[], T]) -> T:
             versions, JSON-serialisable (digest tensors and models with :func:`tensor_digest`,
             :func:`model_digest`).
         compute (callable): makes the result when it is not cached; it must be picklable by
-            ``torch.save``.
+            ``torch.save`` and loadable with ``weights_only=True`` (tensors, numbers, strings, lists, dicts).
     """
     if not enabled():
         return compute()
@@ -102,7 +102,7 @@ def cached(name: str, inputs: dict, compute: Callable[[], T]) -> T:
     path = cache_dir() / f"{name}-{_key(name, inputs)[:24]}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=False)
+            return torch.load(path, weights_only=True)
         except Exception:  # a damaged file (disk full, an old torch): compute again and rewrite it
             pass
     value = compute()

@@ -21,9 +21,12 @@ for name in $settings; do
 done
 status=0
 for name in $settings; do
-    env ${env_of[$name]} NSLIB_QUICK=1 "$py" -m pytest notebooks --nbval --nbval-current-env \
+    # a fresh runs folder and no cache: every number computed under this setting
+    runs=$(mktemp -d)
+    env ${env_of[$name]} NSLIB_QUICK=1 NSLIB_CACHE=0 NSLIB_RUNS="$runs" "$py" -m pytest notebooks --nbval --nbval-current-env \
         --nbval-sanitize-with .nbval-sanitize.cfg --nbval-cell-timeout 600 -p no:cacheprovider -q -rf \
         > "$out/$name.log" 2>&1 || status=1
+    rm -rf "$runs"
     echo "$name (${env_of[$name]}): $(tail -n 1 "$out/$name.log")"
 done
 exit $status

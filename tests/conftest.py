@@ -107,3 +107,12 @@ def installed_course(tmp_path_factory):
     from installed import InstalledCourse
 
     return InstalledCourse.build(tmp_path_factory.mktemp("installed"))
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(tmp_path_factory):
+    """One ``NSLIB_RUNS`` folder for every test that executes a course notebook in a session. The first
+    run computes a notebook's attack tables (``nslib.cache``) and trains its fine-tuned models; the
+    later ones read them back, as a student's second Run All does (the cache's key holds the inputs,
+    nslib's source and the library versions, so nothing stale is ever read)."""
+    return tmp_path_factory.mktemp("notebook-runs")

@@ -29,13 +29,13 @@ def course_folder(folder: Path, edition: str = "notebooks") -> Path:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_instructor_notebook_passes_nbval_against_the_installed_wheel(path, installed_course, tmp_path):
+def test_instructor_notebook_passes_nbval_against_the_installed_wheel(path, installed_course, notebook_runs, tmp_path):
     edition = course_folder(tmp_path)
     before = installed_course.snapshot()
     result = installed_course.run(
         ["-m", "pytest", f"{edition.name}/{path.name}", "--nbval", "--nbval-current-env",
          "--nbval-sanitize-with", ".nbval-sanitize.cfg", f"--nbval-cell-timeout={CELL_TIMEOUT}",
          "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path)],
-        cwd=tmp_path, NSLIB_QUICK="1", NSLIB_RUNS=str(tmp_path / "runs"))
+        cwd=tmp_path, NSLIB_QUICK="1", NSLIB_RUNS=str(notebook_runs))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert installed_course.snapshot() == before, "the notebook wrote into the installed package"

@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDENT = sorted((ROOT / "student").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _execute(notebook: nbformat.NotebookNode, tmp_path: Path) -> nbformat.NotebookNode:
+def _execute(notebook: nbformat.NotebookNode, tmp_path: Path, runs: Path) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     os.environ.setdefault("NSLIB_QUICK", "1")
     env_runs = os.environ.get("NSLIB_RUNS")
-    os.environ["NSLIB_RUNS"] = str(tmp_path / "runs")  # notebook 05 trains: never into the checkout
+    os.environ["NSLIB_RUNS"] = str(runs)  # notebook 05 trains: never into the checkout (conftest.notebook_runs)
     try:
         NotebookClient(notebook, timeout=1800, kernel_name="python3", allow_errors=False,
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -59,8 +59,8 @@ def _stub_cells(notebook) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.stem)
-def test_run_all_reaches_the_end_with_the_exercises_unfilled(path, tmp_path):
-    notebook = _execute(nbformat.read(path, as_version=4), tmp_path)
+def test_run_all_reaches_the_end_with_the_exercises_unfilled(path, notebook_runs, tmp_path):
+    notebook = _execute(nbformat.read(path, as_version=4), tmp_path, notebook_runs)
     _assert_reached_the_end(notebook)
     tests = [c for c in notebook.cells if _is_test(c)]
     assert tests and all(re.fullmatch(r"\w+ is not written yet \(.*\n", _text(c)) for c in tests), [
@@ -72,14 +72,14 @@ def test_run_all_reaches_the_end_with_the_exercises_unfilled(path, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.stem)
-def test_run_all_reaches_the_end_with_one_exercise_wrong_and_the_rest_skipped(path, tmp_path):
+def test_run_all_reaches_the_end_with_one_exercise_wrong_and_the_rest_skipped(path, notebook_runs, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     first, *others = _stub_cells(notebook)
     notebook.cells[first].source = notebook.cells[first].source.replace(editions.STUB, "return None")
     skipped = {i for i in others} | {i + 1 for i in others if _is_test(notebook.cells[i + 1])}
     skipped |= {i for i, c in enumerate(notebook.cells) if SKIP_TAG in c.metadata.get("tags", [])}
     notebook.cells = [c for i, c in enumerate(notebook.cells) if i not in skipped]
-    notebook = _execute(notebook, tmp_path)
+    notebook = _execute(notebook, tmp_path, notebook_runs)
     _assert_reached_the_end(notebook)
     wrong_test = next(c for c in notebook.cells if _is_test(c))
     assert "does not pass yet" in _text(wrong_test) and _text(wrong_test).count("\n") == 1, _text(wrong_test)
