@@ -3,7 +3,7 @@
     python site/build_site.py [--out build/site] [--private] [--results results] [--hub URL] [--pyproject FILE]
 
 Stages the site's sources in ``<out>-work/src``, laid out as the repository is (``README.md``,
-``docs/``, ``notebooks/``, ``student/``, ``data/``), so the relative links between the docs, the
+``docs/``, ``notebooks/``, ``student/``, ``data/``, ``scripts/``), so the relative links between the docs, the
 notebooks and the README work on the site as they do on a code host; adds the landing page and the
 generated pages (``site_pages.py``: API reference, data catalogue, results); then runs Sphinx with
 every warning an error. Nothing is executed and nothing is downloaded. Run from the repository root.
@@ -123,6 +123,8 @@ def stage(args: argparse.Namespace, src: Path) -> None:
             (ROOT / "docs" / f"{doc}.md").read_text(encoding="utf-8")
         (src / "docs" / f"{doc}.md").write_text(text, encoding="utf-8")
     names = site_lessons.stage_lessons(ROOT, src, how, args.private)
+    # the scripts a lesson or a doc links to become downloads (MyST turns a link to a file that is no page into one)
+    shutil.copytree(ROOT / "scripts", src / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     titles = {name: _title(src / "notebooks" / name) for name in names}
     site_pages.write_api_pages(src)
     site_pages.write_data_pages(ROOT, src)

@@ -32,7 +32,7 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "attrs_inline"
 myst_heading_anchors = 4
 
 # The sources mirror the repository; the student edition is there only for its downloads.
-exclude_patterns = ["student/**", "_generated/**", ".doctrees/**", "site.json"]
+exclude_patterns = ["student/**", "scripts/**", "_generated/**", ".doctrees/**", "site.json"]
 suppress_warnings = []
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

@@ -101,6 +101,10 @@ def _run_all(page) -> None:
     """Run every cell from the Run menu and wait until no cell is queued or running."""
     page.click("li.lm-MenuBar-item >> text=Run")
     page.click('li.lm-Menu-item[data-command="runmenu:run-all"]')
+    # first the run must have begun (queued cells show [*]): right after the click the prompts are
+    # still those of the last run and the kernel idle, which would read as "finished"
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'))",
+                           timeout=120_000, polling=100)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-InputPrompt')].every(p => !p.textContent.includes('*'))"
         " && document.querySelector('#jp-main-statusbar').textContent.includes('Idle')",

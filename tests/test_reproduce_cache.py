@@ -126,3 +126,35 @@ def test_a_new_torch_version_reruns_the_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rp, "library_versions", lambda: {**versions, "torch": versions["torch"] + ".upgraded"})
     rp.reproduce(out, steps=[E6], progress=False)
     assert _ran(capsys, "E6")
+
+
+def test_e5_keeps_its_attack_tables_in_nslib_runs_cache_and_nothing_without_it(tmp_path, monkeypatch, device):
+    """With $NSLIB_RUNS, E5's suite table and eps curves go to its cache and a forced rerun reads them
+    back (the same table, no attack run); without it, nothing is written outside --out."""
+    from nslib import evaluation
+    from nslib.experiments import robustness
+
+    # a two-attack suite and a two-point curve: what is tested is where the results go, not the attacks
+    monkeypatch.setattr(robustness, "attack_suite", lambda quick, autoattack, eps: {
+        "clean": {"attack": "clean"}, "fgsm": {"attack": "fgsm", "eps": eps}})
+    monkeypatch.setattr(robustness, "eps_list", lambda quick, eps: [0.0, eps])
+    monkeypatch.setattr(robustness, "_finding", lambda *args: "(the finding reads AutoAttack's row, not run here)")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NSLIB_RUNS", raising=False)
+    monkeypatch.delenv("NSLIB_CACHE", raising=False)
+    rp.reproduce(tmp_path / "plain", steps=["robustness"], n=4, seeds=1, progress=False, device=device)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+    monkeypatch.setenv("NSLIB_RUNS", str(tmp_path / "runs"))
+    rp.reproduce(tmp_path / "out", steps=["robustness"], n=4, seeds=1, progress=False, device=device)
+    kept = sorted(p.name.split("-")[0] for p in (tmp_path / "runs" / "cache").iterdir())
+    assert kept == ["robust_accuracy_curve"] * 4 + ["robustness_table"]
+    table = (tmp_path / "out" / "e5_robustness.csv").read_bytes()
+    assert table == (tmp_path / "plain" / "e5_robustness.csv").read_bytes()
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("an attack ran although its result was in the cache")
+
+    monkeypatch.setattr(evaluation, "_run_batches", no_attack)
+    rp.reproduce(tmp_path / "out", steps=["robustness"], n=4, seeds=1, progress=False, device=device, force=True)
+    assert (tmp_path / "out" / "e5_robustness.csv").read_bytes() == table

@@ -36,6 +36,7 @@ def _execute(notebook: nbformat.NotebookNode, tmp_path: Path, runs: Path) -> nbf
             del os.environ["NSLIB_RUNS"]
         else:
             os.environ["NSLIB_RUNS"] = env_runs
+        nbformat.write(notebook, tmp_path / "executed.ipynb")  # what the student saw, to look at after a failure
     return notebook
 
 

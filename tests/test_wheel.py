@@ -54,12 +54,16 @@ def test_data_and_a_shipped_checkpoint_load_by_name(installed_course, tmp_path):
     assert int(shipped) >= 12
 
 
-def test_reproduce_quick_runs_from_an_empty_folder_and_writes_nothing_into_the_package(installed_course, tmp_path):
-    """Every figure and table into ./results of the current folder; the installed package unchanged."""
+def test_reproduce_quick_runs_from_an_empty_folder_and_writes_nothing_into_the_package(installed_course, tmp_path,
+                                                                                       notebook_runs):
+    """Every figure and table into ./results of the current folder; the installed package unchanged.
+    E5's attack tables come from the session's NSLIB_RUNS cache where tests/test_newcomer.py's run of the
+    same code left them (the cache's key holds nslib's source, the models, the images and the versions)."""
     before = installed_course.snapshot()
     installed_course.package.chmod(0o555)  # read-only where the user is not root
     try:
-        result = installed_course.run(["-m", "nslib", "reproduce", "--quick", "--no-progress"], cwd=tmp_path)
+        result = installed_course.run(["-m", "nslib", "reproduce", "--quick", "--no-progress"], cwd=tmp_path,
+                                      NSLIB_RUNS=str(notebook_runs))
     finally:
         installed_course.package.chmod(0o755)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -23,8 +23,15 @@ PGD-L2 in the masking check. C&W-L2 with its binary search can be stronger than 
 the PGD-AT model by several points), so L2 robustness is the per-example worst case over
 the L2 attacks. The eps curve is PGD-20 at eps 0, 0.1, ..., 0.4 (quick) or PGD-40 at
 eps 0, 0.05, ..., 0.4 (full).
+
+With ``$NSLIB_RUNS`` set, the table and the curves are kept in its cache (``nslib.cache``, keyed
+by the weights, the images, the suite, nslib's source and the library versions), so a rerun of
+the step, or a second ``reproduce`` with the same code and models, reads them back; unset,
+``reproduce`` writes nothing outside its ``--out`` folder.
 """
 from __future__ import annotations
+
+import os
 
 from .context import Context, Result, short_name
 
@@ -308,11 +315,13 @@ def run(ctx: Context) -> Result:
     x, y = ctx.test_batch()
     eps = ctx.setting.eps
     models = {short_name(n): ctx.model(n) for n in ctx.models}
+    # with $NSLIB_RUNS set, its cache (nslib.cache) keeps the attack tables, as the notebooks' do
+    cache = bool(os.environ.get("NSLIB_RUNS"))
     rows = robustness_table(models, (x, y), attack_suite(ctx.quick, ctx.autoattack, eps), seed=ctx.seed,
-                            progress=ctx.progress)
+                            progress=ctx.progress, cache=cache)
     budgets = eps_list(ctx.quick, eps)
     curves = {m: (budgets, robust_accuracy_curve(model, x, y, budgets, steps=20 if ctx.quick else 40,
-                                                 seed=ctx.seed)) for m, model in models.items()}
+                                                 seed=ctx.seed, cache=cache)) for m, model in models.items()}
     curve_rows = [{"model": m, "eps": e, "accuracy": a} for m, (es, accs) in curves.items() for e, a in zip(es, accs)]
     warnings = masking_warnings(rows)
     for w in warnings:
