@@ -10,6 +10,7 @@ folder outside the checkout, with ``PYTHONPATH`` unset.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,16 @@ class InstalledCourse:
         """Run ``python args...`` of the environment in ``cwd`` (an empty folder outside the checkout)."""
         return subprocess.run([str(self.python), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                               env={**_without_checkout_env(), **env})
+
+    def kernel(self, folder: Path) -> str:
+        """A Jupyter kernel of this environment, ``nslib-installed``, defined in ``folder``; its name. Put
+        ``folder`` on ``JUPYTER_PATH`` and run notebooks with that kernel to run them against the wheel."""
+        spec = folder / "kernels" / "nslib-installed"
+        spec.mkdir(parents=True, exist_ok=True)
+        argv = [str(self.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "nslib (installed wheel)",
+                                                      "language": "python"}))
+        return "nslib-installed"
 
     def snapshot(self) -> dict[str, str]:
         """Every file of the installed package (bytecode caches aside), by relative path -> sha256."""
