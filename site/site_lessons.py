@@ -78,6 +78,20 @@ def _widget_free(output) -> dict:
     return nbformat.from_dict({**output, "data": rest})
 
 
+#: A relative link to a Markdown page, as a computed Markdown output writes it: ``](../docs/x.md#anchor)``.
+_PAGE_LINK = re.compile(r"\]\(((?![a-z]+:)[^)#\s]+)\.md(#[^)\s]*)?\)")
+
+
+def _page_links(output) -> dict:
+    """``output`` with its Markdown's links to ``.md`` pages pointing at their ``.html`` pages: Sphinx
+    resolves the links of the notebook's own Markdown cells, but an output is rendered as it is."""
+    text = output.get("data", {}).get("text/markdown")
+    if not isinstance(text, str) or not _PAGE_LINK.search(text):
+        return output
+    html = _PAGE_LINK.sub(lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", text)
+    return nbformat.from_dict({**output, "data": {**output["data"], "text/markdown": html}})
+
+
 def _answer_dropdown(source: str) -> str:
     """An instructor answer folded into a closed dropdown (sphinx-design)."""
     body = source.removeprefix(ANSWER).strip()
@@ -109,7 +123,7 @@ def site_notebook(notebook, name: str, how: Launch, private: bool = False):
             continue
         if launch.is_install_cell(cell):
             _tag(cell, "hide-input", _INSTALL_PROMPTS)
-        cell.outputs = [_widget_free(output) for output in cell.outputs]
+        cell.outputs = [_page_links(_widget_free(output)) for output in cell.outputs]
         if i in exercises:
             stub = nbformat.v4.new_code_cell(drop_test_markers(strip_solutions(cell.source)))
             cells.append(stub)

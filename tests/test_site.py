@@ -105,6 +105,17 @@ def test_a_saved_widget_view_becomes_its_picture_or_a_note_never_a_repr():
     assert site_lessons.WIDGET_VIEW not in new_data and new_data["image/png"] == "iVBORw0KGgo="
 
 
+def test_a_computed_markdown_outputs_links_to_pages_point_at_their_html():
+    cell = nbformat.v4.new_code_cell("display(Markdown(verdict))")
+    text = ("the rule of [docs](../docs/experiments.md#e3-ablation), [the README](../README.md), "
+            "[a script](../scripts/sns_sweep.py) and [elsewhere](https://example.org/x.md)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": text, "text/plain": "<Markdown>"})]
+    page = site_lessons.site_notebook(_notebook(cell), "09_x.ipynb", site_lessons.Launch(None, reason="unset"))
+    assert page.cells[1].outputs[0].data["text/markdown"] == (
+        "the rule of [docs](../docs/experiments.html#e3-ablation), [the README](../README.html), "
+        "[a script](../scripts/sns_sweep.py) and [elsewhere](https://example.org/x.md)")
+
+
 def test_launch_buttons_come_from_nslib_launch_and_only_with_a_repository_url():
     path = "student/01_attacks.ipynb"
     with_url = site_lessons.buttons_markdown(site_lessons.Launch(TEST_URL, TEST_HUB), "01_attacks.ipynb")
