@@ -194,6 +194,8 @@ def spec_attack(model: nn.Module, spec: dict):
         AutoAttack's arguments for ``"autoattack"``, else an instance of the class in
         ``nslib.attacks.ATTACKS`` built from the spec (its constructor validates the
         values); ``options`` holds the evaluation-level keys (``restarts``, ``l2_max``).
+        A PGD in fp32 gets ``stop_when_fooled=True`` unless the spec says otherwise: it stops
+        on a batch once every image is misclassified, which leaves the accuracy as it is.
 
     Raises:
         ValueError: an unknown attack name or key (the message lists the valid ones), or
@@ -248,6 +250,8 @@ def spec_attack(model: nn.Module, spec: dict):
     if restarts > 1 and not spec.get("random_start", True):
         raise ValueError(f"restarts={restarts} without a random start repeats the same attack; "
                          f"set random_start=True or drop restarts (spec {spec}).")
+    if kind == "pgd" and hyper.get("precision", "fp32") == "fp32":
+        hyper.setdefault("stop_when_fooled", True)   # the same accuracy, without the steps after it reached zero
     return ATTACKS[kind](model, **hyper), options
 
 
@@ -257,7 +261,9 @@ def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, *, seed:
     An example is robust when the model classifies it correctly *and* every run of the
     attack (``restarts``) leaves it correctly classified: a misclassified clean image is
     never robust, since the attacker could return it unchanged. Returns ``{"robust": flags}``;
-    for AutoAttack also each cascade stage by component name (``nslib.autoattack``).
+    for AutoAttack also each cascade stage by component name (``nslib.autoattack``); for a
+    PGD that stops once every image is fooled also ``"steps_run"``, the steps it took (summed
+    over restarts) for each example of the batch (a progress bar's count).
     """
     robust = _correct(model, x, y)
     if callable(spec):
@@ -270,13 +276,21 @@ def _run_spec(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, *, seed:
 
         stages = autoattack_robust(model, x, y, seed=seed, **attack)
         return {"robust": robust & list(stages.values())[-1], **stages}
-    for _ in range(options.get("restarts", 1)):
-        x_adv = attack(x, y)
-        survived = _correct(model, x_adv, y)
-        if "l2_max" in options:  # a success farther than l2_max does not count
-            survived |= (x_adv - x.to(x_adv.device)).flatten(1).norm(dim=1).cpu() > options["l2_max"]
-        robust &= survived
-    return {"robust": robust}
+    steps_run = []   # one PGD step is one forward pass of the model
+    counter = model.register_forward_pre_hook(lambda *_: steps_run.append(1))
+    try:
+        for _ in range(options.get("restarts", 1)):
+            x_adv = attack(x, y)
+            survived = _correct(model, x_adv, y)
+            if "l2_max" in options:  # a success farther than l2_max does not count
+                survived |= (x_adv - x.to(x_adv.device)).flatten(1).norm(dim=1).cpu() > options["l2_max"]
+            robust &= survived
+    finally:
+        counter.remove()
+    if not getattr(attack, "stop_when_fooled", False):
+        return {"robust": robust}
+    taken = len(steps_run) - options.get("restarts", 1)   # less the forward pass of each _correct
+    return {"robust": robust, "steps_run": torch.full(robust.shape, taken)}
 
 
 def _run_batches(model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, batch_size: int,
@@ -414,9 +428,9 @@ def robustness_table(models, data, attacks: dict | None = None, *, batch_size: i
         if bar is not None:
             bar.set_postfix_str(f"{model_name}: {attack_name}")
         result = _run_batches(model, spec, x, y, batch_size, seed)
-        robust = result.pop("robust")
+        robust, steps_run = result.pop("robust"), result.pop("steps_run", None)
         if bar is not None:
-            _advance(bar, spec, result)
+            _advance(bar, spec, result, steps_run)
         rows.append({"model": model_name, **describe_spec(attack_name, spec, model),
                      "accuracy": robust.sum().item() / robust.numel(), "n": int(x.shape[0]),
                      "stages": {k: v.sum().item() / v.numel() for k, v in result.items()}, "robust": robust,
@@ -439,11 +453,15 @@ def _passes(spec) -> int:
     return spec.get("steps", 10) * spec.get("restarts", 1)
 
 
-def _advance(bar, spec, stages: dict) -> None:
+def _advance(bar, spec, stages: dict, steps_run: torch.Tensor | None = None) -> None:
     """Move ``bar`` by the passes an attack took; AutoAttack's cascade takes fewer than :func:`_passes` when its
-    first components break most images, and the bar's total shrinks by the difference."""
+    first components break most images, and a PGD that stops once every image is fooled fewer than its steps
+    (``steps_run``, per example): the bar's total shrinks by the difference."""
     planned = taken = _passes(spec)
-    if stages and not callable(spec) and spec.get("attack") == "autoattack":
+    if steps_run is not None:
+        taken = round(steps_run.double().mean().item())
+        bar.total -= planned - taken
+    elif stages and not callable(spec) and spec.get("attack") == "autoattack":
         from .autoattack import gradient_passes
 
         left = [flags.float().mean().item() for flags in stages.values()]

@@ -309,7 +309,7 @@ def test_repr_is_readable():
         assert "0x" not in text and "object at" not in text
     assert repr(A.PGD(model, eps=0.3, steps=40, norm="l2")) == (
         "PGD(model=TinyNet, eps=0.3, alpha=0.00784314, steps=40, random_start=True, norm='L2', "
-        "loss='ce', kappa=None, targeted=False, precision='fp32')")
+        "loss='ce', kappa=None, targeted=False, precision='fp32', stop_when_fooled=False)")
 
 
 # ---------------------------------------------------------------- analytic linear case
@@ -516,3 +516,44 @@ def test_suite_cw_l2_is_as_strong_as_pgd_l2_on_the_standard_model():
     p = pgd_l2["accuracy"]
     assert cw_l2["accuracy"] <= p + 2 * (2 * p * (1 - p) / len(y)) ** 0.5, (cw_l2["accuracy"], p)
     assert cw_l2["flags"] == []
+
+
+# ------------------------------------------------------------------- stop_when_fooled
+
+class CountingForward(nn.Module):
+    """Wraps a model and counts its forward passes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(x)
+
+
+def test_stop_when_fooled_stops_once_every_image_is_misclassified(trained):
+    model, x, y = trained   # the standard model: PGD at eps 0.6 fools all 200 images within a few steps
+    counting = CountingForward(model)
+    torch.manual_seed(0)
+    adv = A.pgd(counting, x, y, eps=0.6, alpha=0.04, steps=40, stop_when_fooled=True)
+    assert counting.calls < 40, "the attack ran every step although every image was fooled"
+    assert accuracy(model, adv, y) == 0.0
+    assert (adv - x).abs().max().item() <= 0.6 + 1e-6
+    torch.manual_seed(0)
+    full = A.pgd(model, x, y, eps=0.6, alpha=0.04, steps=40)
+    assert accuracy(model, full, y) == 0.0   # the same accuracy as every step
+
+
+def test_stop_when_fooled_changes_nothing_while_an_image_stands(trained):
+    model, x, y = trained   # eps 0.05: most images survive, so no step is skipped
+    runs = [run_seeded(0, lambda stop: A.PGD(model, eps=0.05, alpha=0.01, steps=10, stop_when_fooled=stop)(x, y),
+                       stop) for stop in (False, True)]
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("options", [{"targeted": True}, {"precision": "bf16"}])
+def test_stop_when_fooled_refuses_what_it_cannot_judge(options):
+    model, (x, y) = tiny_net(), tiny_batch()
+    with pytest.raises(ValueError, match="stop_when_fooled needs an untargeted attack in fp32"):
+        A.pgd(model, x, y, eps=0.1, alpha=0.01, steps=2, stop_when_fooled=True, **options)

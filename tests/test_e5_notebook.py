@@ -127,3 +127,31 @@ def test_the_bar_shrinks_its_total_when_autoattack_runs_on_fewer_images():
     stages = {"apgd-ce": torch.tensor([False] * 3 + [True]), "apgd-t": torch.tensor([False] * 4)}
     evaluation._advance(bar, spec, stages)            # APGD-T ran on a quarter of the images
     assert bar.n == bar.total == 1 + 100 + 75
+
+
+def test_the_bar_counts_the_steps_a_pgd_ran_before_every_image_was_fooled(monkeypatch):
+    # one model that misclassifies everything: PGD stops at its first step, and the bar says so
+    bars = []
+
+    class Recording(_Bar):
+        def __init__(self, total, **_):
+            super().__init__(total)
+            bars.append(self)
+
+        def set_postfix_str(self, _):
+            pass
+
+        def close(self):
+            pass
+
+    import tqdm.auto
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([0.0, 0.0, 5.0]))   # always class 2
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+    spec = {"attack": "pgd", "eps": 0.3, "alpha": 0.1, "steps": 40, "restarts": 2}
+    (row,) = evaluation.robustness_table({"m": model}, (x, y), {"pgd": spec}, progress=True)
+    assert row["accuracy"] == 0.0 and "steps_run" not in row["stages"]
+    assert bars[0].n == bars[0].total == 2   # one step of each restart, not 2 x 40

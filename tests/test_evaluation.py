@@ -262,6 +262,24 @@ def test_restarts_and_l2_cap_are_evaluation_wrappers(trained, test_xy):
     assert capped[0]["accuracy"] > capped[1]["accuracy"]  # successes beyond L2 0.01 do not count
 
 
+def test_a_table_stops_pgd_once_every_image_is_fooled_and_reports_the_same_accuracy(trained, test_xy):
+    # the big-budget check fools every image in a few of its 40 steps; every step gives the same table
+    suite = {"pgd40@0.6": {"attack": "pgd", "eps": 0.6, "alpha": 0.04, "steps": 40},
+             "pgd10": {"attack": "pgd", "eps": 0.3, "alpha": 0.075, "steps": 10}}
+    every_step = {name: {**spec, "stop_when_fooled": False} for name, spec in suite.items()}
+    calls = []
+    handle = trained.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        rows = robustness_table(trained, test_xy, suite, seed=3)
+        stopped = len(calls)
+        calls.clear()
+        reference = robustness_table(trained, test_xy, every_step, seed=3)
+    finally:
+        handle.remove()
+    assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in reference]
+    assert rows[0]["accuracy"] == 0.0 and stopped < len(calls)
+
+
 def test_a_misclassified_clean_image_is_never_robust(device):
     model = PickInput().to(device)
     x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device)

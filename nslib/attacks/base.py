@@ -154,13 +154,14 @@ def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss: str = 
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                   precision: str = "fp32", **loss_kwargs: Any) -> torch.Tensor:
+                   precision: str = "fp32", with_logits: bool = False, **loss_kwargs: Any):
     """``d loss / d images`` with ``torch.autograd.grad`` (never touches parameters' ``.grad``).
 
     The forward pass runs in ``precision`` (``nslib.precision``: under bf16 autocast, the
     input in channels_last); there the logits are cast to float32 before the loss, so the
     loss and the gradient w.r.t. the float32 ``images`` are float32. In fp32 nothing is cast
-    (a float64 model stays float64, as the reference tests need).
+    (a float64 model stays float64, as the reference tests need). ``with_logits``: returns
+    ``(gradient, logits)``, the logits of that forward pass detached.
     """
     images = images.detach().requires_grad_(True)
     with autocast(precision, images.device):
@@ -168,7 +169,8 @@ def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if precision != "fp32":
         logits = logits.float()   # the loss in float32, not in the autocast dtype
     value = adversarial_loss(logits, labels, **loss_kwargs)
-    return torch.autograd.grad(value, images)[0]
+    grad = torch.autograd.grad(value, images)[0]
+    return (grad, logits.detach()) if with_logits else grad
 
 
 def project_linf(adv: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:

@@ -48,7 +48,8 @@ def _check_kappa(kappa: float | None) -> None:
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
         random_start: bool = True, norm: str = "Linf", loss: str = "ce",
-        kappa: float | None = None, targeted: bool = False, precision: str = "fp32") -> torch.Tensor:
+        kappa: float | None = None, targeted: bool = False, precision: str = "fp32",
+        stop_when_fooled: bool = False) -> torch.Tensor:
     r"""Projected Gradient Descent: ``steps`` ascent steps of size ``alpha``, each projected on the eps-ball.
 
     Paper: Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models
@@ -86,6 +87,11 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         precision (str, optional): ``"fp32"`` or ``"bf16"`` (the model's forward passes under
             bf16 autocast, inputs channels_last; the iterates, loss, gradient and projection
             stay float32; see ``nslib.precision``). Default: ``"fp32"``, the reference.
+        stop_when_fooled (bool, optional): return the current iterate as soon as the model
+            misclassifies every image of the batch (untargeted, fp32 only): more steps cannot
+            lower the accuracy below zero, so an evaluation loses nothing and saves the
+            remaining steps (``nslib.evaluation`` sets it). Otherwise the result is the same
+            as without it. Default: ``False``, every step, as torchattacks.
 
     Shape:
         - images: ``(N, C, H, W)`` in [0, 1] (any ``(N, ...)`` works).
@@ -112,6 +118,9 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     loss = check_choice(loss, "loss", LOSSES)
     _check_kappa(kappa)
     check_precision(precision)
+    if stop_when_fooled and (targeted or precision != "fp32"):
+        raise ValueError("stop_when_fooled needs an untargeted attack in fp32 (it reads 'fooled' from the "
+                         f"attack's own logits); got targeted={targeted}, precision={precision!r}.")
     images, labels, verdict = prepare_deferred(model, images, labels)
     with attack_context(model):
         if random_start:
@@ -119,8 +128,10 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         else:
             adv = images
         for _ in range(steps):
-            grad = input_gradient(model, adv, labels, loss=loss, targeted=targeted, kappa=kappa,
-                                  precision=precision)
+            grad, logits = input_gradient(model, adv, labels, loss=loss, targeted=targeted, kappa=kappa,
+                                          precision=precision, with_logits=True)
+            if stop_when_fooled and bool((logits.argmax(dim=1) != labels).all()):
+                break   # every image misclassified at this iterate: the accuracy is already zero
             if norm == "Linf":
                 adv = project_linf(adv + alpha * grad.sign(), images, eps)
             else:
@@ -147,6 +158,7 @@ class PGD(Attack):
         kappa (float, optional): clamp of the C&W margin. Default: ``None``.
         targeted (bool, optional): labels are target classes. Default: ``False``.
         precision (str, optional): ``"fp32"`` or ``"bf16"`` (``nslib.precision``). Default: ``"fp32"``.
+        stop_when_fooled (bool, optional): stop once every image is misclassified. Default: ``False``.
 
     Shape: images ``(N, C, H, W)`` in [0, 1], labels ``(N)`` -> ``(N, C, H, W)``.
 
@@ -164,10 +176,11 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, *, eps: float = 8 / 255, alpha: float = 2 / 255,
                  steps: int = 10, random_start: bool = True, norm: str = "Linf",
                  loss: str = "ce", kappa: float | None = None, targeted: bool = False,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", stop_when_fooled: bool = False) -> None:
         norm = check_choice(norm, "norm", NORMS)
         loss = check_choice(loss, "loss", LOSSES)
         _check_kappa(kappa)
         check_precision(precision)
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-                         norm=norm, loss=loss, kappa=kappa, targeted=targeted, precision=precision)
+                         norm=norm, loss=loss, kappa=kappa, targeted=targeted, precision=precision,
+                         stop_when_fooled=stop_when_fooled)
