@@ -262,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: nbgrader's JupyterLab plugins for instructors (a student's lab needs only the assignment list and Validate).
-INSTRUCTOR_PLUGINS = ("formgrader", "create-assignment", "course-list", "open-formgrader", "open-formgrader-local",
-                      "open-create-assignment", "open-course-list")
+#: JupyterLab plugins a student's lab leaves out: nbgrader's for instructors (the assignment list and Validate
+#: stay; the Nbgrader menu then hides the instructors' items), and JupyterLab's offer to fetch news from the web.
+STUDENT_LAB_DISABLED = ("@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
+                        "@jupyter/nbgrader:course-list", "@jupyterlab/apputils-extension:announcements")
 
 
 def write_student_lab(folder: str | Path) -> Path:
@@ -273,7 +274,7 @@ def write_student_lab(folder: str | Path) -> Path:
     folder = Path(folder)
     (folder / "labconfig").mkdir(parents=True, exist_ok=True)
     page = folder / "labconfig" / "page_config.json"
-    page.write_text(json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{p}": True for p in INSTRUCTOR_PLUGINS}},
+    page.write_text(json.dumps({"disabledExtensions": dict.fromkeys(STUDENT_LAB_DISABLED, True)},
                                indent=2) + "\n")
     (folder / "jupyter_server_config.d").mkdir(exist_ok=True)
     server = {"ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": False,

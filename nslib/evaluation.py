@@ -460,14 +460,23 @@ def _advance(bar, spec, stages: dict, steps_run: torch.Tensor | None = None) -> 
     planned = taken = _passes(spec)
     if steps_run is not None:
         taken = round(steps_run.double().mean().item())
-        bar.total -= planned - taken
+        _shrink_total(bar, planned - taken)
     elif stages and not callable(spec) and spec.get("attack") == "autoattack":
         from .autoattack import gradient_passes
 
         left = [flags.float().mean().item() for flags in stages.values()]
         taken = gradient_passes(spec.get("version", "standard"), [1.0] + left[:-1])
-        bar.total -= planned - taken
+        _shrink_total(bar, planned - taken)
     bar.update(taken)
+
+
+def _shrink_total(bar, by: int) -> None:
+    """Lower a tqdm bar's total by ``by``; in a notebook also the drawn bar's end (``tqdm.notebook`` sets its
+    widget's ``max`` once, so a bar with a smaller total would end short of full)."""
+    bar.total -= by
+    widget = getattr(bar, "container", None)   # tqdm.notebook: an HBox of (label, IntProgress, text)
+    if widget is not None:
+        widget.children[1].max = bar.total
 
 
 def flag_masking(rows: list[dict], *, tolerance: float = 0.01, large_eps_max: float = 0.05,

@@ -3,7 +3,9 @@ Chromium by Playwright.
 
 - Notebook 03 runs top to bottom, and its explorer shows live controls whose change redraws
   the figure.
-- A student notebook runs without an error up to its first exercise (whose stub then stops it).
+- A student notebook runs to its end with its exercises unfilled.
+- The lab is configured as ``make lab`` configures a student's (``nslib.classroom.write_student_lab``):
+  nbgrader's Nbgrader menu offers the assignment list only, and no Create Assignment panel.
 
 The notebooks are copied into a temporary folder first, so autosave cannot touch the repository.
 Skipped (saying why) where Chromium or Playwright is missing; ``.ci/run`` installs both and sets
@@ -21,11 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from nslib.classroom import write_student_lab
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "nslib-browser-test"
 #: How long a whole notebook may take to run in the browser (quick mode, a loaded 2-core machine).
 RUN_TIMEOUT_S = 1200
+#: The notebook in view: a page restores the tabs an earlier test opened, hidden behind it.
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +57,8 @@ def lab(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lab")
     for edition in ("notebooks", "student"):
         shutil.copytree(ROOT / edition, folder / edition, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    student_lab = folder / "student-lab"   # as `make lab` sets it up
+    write_student_lab(student_lab)
     settings = folder / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)  # every cell in the page, not only those in view
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
@@ -60,8 +68,9 @@ def lab(tmp_path_factory):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={folder}",
-         "--LabApp.news_url=", "--allow-root"],
-        env={**os.environ, "NSLIB_QUICK": "1", "JUPYTERLAB_SETTINGS_DIR": str(folder / "lab-settings")}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+         "--LabApp.news_url=", f"--LabApp.workspaces_dir={folder / 'workspaces'}", "--allow-root"],
+        env={**os.environ, "NSLIB_QUICK": "1", "JUPYTERLAB_SETTINGS_DIR": str(folder / "lab-settings"),
+             "JUPYTER_CONFIG_PATH": str(student_lab)}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -93,7 +102,7 @@ def page(lab):
 
 def _open(page, lab: str, path: str) -> None:
     page.goto(f"{lab}/lab/tree/{path}?token={TOKEN}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached", timeout=120_000)
+    page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", state="attached", timeout=120_000)
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
 
 
@@ -103,16 +112,16 @@ def _run_all(page) -> None:
     page.click('li.lm-Menu-item[data-command="runmenu:run-all"]')
     # first the run must have begun (queued cells show [*]): right after the click the prompts are
     # still those of the last run and the kernel idle, which would read as "finished"
-    page.wait_for_function("() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'))",
+    page.wait_for_function(f"() => [...document.querySelectorAll('{PANEL} .jp-InputPrompt')].some(p => p.textContent.includes('*'))",
                            timeout=120_000, polling=100)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-InputPrompt')].every(p => !p.textContent.includes('*'))"
+        f"() => [...document.querySelectorAll('{PANEL} .jp-InputPrompt')].every(p => !p.textContent.includes('*'))"
         " && document.querySelector('#jp-main-statusbar').textContent.includes('Idle')",
         timeout=RUN_TIMEOUT_S * 1000, polling=1000)
 
 
 def _errors(page) -> list[str]:
-    return page.eval_on_selector_all('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
+    return page.eval_on_selector_all(f'{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
                                      "nodes => nodes.map(n => n.textContent)")
 
 
@@ -120,7 +129,7 @@ def test_notebook_03_runs_and_its_explorer_redraws(page, lab):
     _open(page, lab, "notebooks/03_sensitive_neurons_and_ablation.ipynb")
     _run_all(page)
     assert not [e for e in _errors(page) if "Error" in e], _errors(page)
-    explorer = page.locator(".jp-OutputArea-output .widget-vbox, .jp-OutputArea-output .widget-box").first
+    explorer = page.locator(f"{PANEL} .jp-OutputArea-output .widget-vbox, {PANEL} .jp-OutputArea-output .widget-box").first
     explorer.scroll_into_view_if_needed()
     controls = explorer.locator(".widget-dropdown select, .widget-slider, .widget-toggle-buttons")
     assert controls.count() >= 2, "the explorer shows no controls"
@@ -142,6 +151,17 @@ def test_a_student_notebook_runs_to_its_end(page, lab):
     _run_all(page)
     assert not [e for e in _errors(page) if "Error" in e], _errors(page)
     assert page.get_by_text("my_pgd is not written yet").count() == 1
-    last = page.locator(".jp-CodeCell").last
+    last = page.locator(f"{PANEL} .jp-CodeCell").last
     last.scroll_into_view_if_needed()
     assert re.fullmatch(r"\[\d+\]:", last.locator(".jp-InputPrompt").inner_text().strip())
+
+
+def test_a_students_lab_hides_the_instructors_menus(page, lab):
+    _open(page, lab, "student/00_setup_and_data.ipynb")
+    tabs = page.eval_on_selector_all(".lm-TabBar-tab", "nodes => nodes.map(n => n.textContent)")
+    assert "Create Assignment" not in tabs, tabs
+    page.click("li.lm-MenuBar-item >> text=Nbgrader")
+    items = page.locator(".lm-Menu:not(.lm-MenuBar) li.lm-Menu-item")
+    items.first.wait_for()
+    shown = [items.nth(i).inner_text().strip() for i in range(items.count()) if items.nth(i).is_visible()]
+    assert shown == ["Assignment List"], shown

@@ -155,3 +155,28 @@ def test_the_bar_counts_the_steps_a_pgd_ran_before_every_image_was_fooled(monkey
     (row,) = evaluation.robustness_table({"m": model}, (x, y), {"pgd": spec}, progress=True)
     assert row["accuracy"] == 0.0 and "steps_run" not in row["stages"]
     assert bars[0].n == bars[0].total == 2   # one step of each restart, not 2 x 40
+
+
+def test_in_a_notebook_the_drawn_bar_ends_full_when_its_total_shrinks(monkeypatch):
+    # tqdm.notebook draws an IntProgress whose max is set once; a total lowered by the skipped steps
+    # must lower it too, or the bar stops short of full at 100 %
+    pytest.importorskip("ipywidgets")
+    import tqdm.auto
+    import tqdm.notebook
+
+    bars = []
+
+    def notebook_bar(**kwargs):
+        bars.append(tqdm.notebook.tqdm(**kwargs, display=False))
+        return bars[-1]
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", notebook_bar)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([0.0, 0.0, 5.0]))   # always class 2: PGD stops at its first step
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+    spec = {"attack": "pgd", "eps": 0.3, "alpha": 0.1, "steps": 40}
+    evaluation.robustness_table({"m": model}, (x, y), {"pgd": spec}, progress=True)
+    drawn = bars[0].container.children[1]
+    assert bars[0].n == bars[0].total == 1 and (drawn.value, drawn.max) == (1, 1)

@@ -589,7 +589,7 @@ def _cheats() -> dict:
         logits = iter([adv, clean])  # the loss's two forward passes: x' first, then x
         _, parts = nslib.recipes.trades_loss(lambda _: next(logits), clean, clean.argmax(1), net=None, eps=0,
                                              alpha=0, steps=0, beta=1.0)
-        return torch.tensor(parts["kl"])
+        return torch.as_tensor(parts["kl"])
 
     def relative(model, benign, adversarial, layer):
         sigma = nslib.sensitivity.neuron_sensitivity(model, benign, adversarial, [layer])
